@@ -1,0 +1,213 @@
+"""The ``pacifica-dispatcher`` command line: serve, worker, db, events, new.
+
+``python -m pacifica.dispatcher`` with no command runs ``serve``, as the
+upstream example's ``python -m pacifica.dispatcher_example`` did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+
+from pacifica.dispatcher import __version__, dispatch
+from pacifica.dispatcher.config import Settings, settings_table
+from pacifica.dispatcher.errors import DispatcherError
+from pacifica.dispatcher.router import Router
+from pacifica.dispatcher.storage import (
+    check_schema,
+    code_schema_version,
+    open_database,
+    schema_version,
+    sync_schema,
+)
+
+log = logging.getLogger("pacifica.dispatcher")
+EPILOG = "environment variables:\n" + "\n".join(
+    f"  {name:<24} {doc}" + (f" [default: {default}]" if default else "")
+    for name, default, doc in settings_table()
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="pacifica-dispatcher",
+        description="Receive Pacifica CloudEvents and route them to event handlers on Celery workers.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_serve(commands)
+    _add_worker(commands)
+    _add_db(commands)
+    _add_events(commands)
+    return parser
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP receiver (and, on the embedded broker, a worker)",
+        description="Run the HTTP receiver. Without BROKER_URL a worker is started too.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    serve.add_argument("--port", type=int, default=8069, help="port to listen on [8069]")
+    serve.add_argument("--config", help="CherryPy config file, applied after --host/--port")
+    worker = serve.add_mutually_exclusive_group()
+    worker.add_argument("--with-worker", dest="with_worker", action="store_true", default=None)
+    worker.add_argument("--no-worker", dest="with_worker", action="store_false")
+
+
+def _add_worker(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = commands.add_parser("worker", help="run a Celery worker against BROKER_URL")
+    worker.add_argument("--concurrency", type=int, help="worker processes [WORKER_CONCURRENCY]")
+    worker.add_argument("--loglevel", default="INFO", help="Celery log level [INFO]")
+    worker.add_argument("--pool", default="prefork", help="Celery pool: prefork, solo, threads")
+
+
+def _add_db(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    database = commands.add_parser("db", help="check or create/migrate the database schema")
+    actions = database.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    actions.add_parser("check", help="exit 0 when the schema matches this code, 1 otherwise")
+    actions.add_parser("sync", help="create the schema or apply pending migrations")
+
+
+def _add_events(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    events = commands.add_parser("events", help="inspect, purge, requeue or retry stored events")
+    actions = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)
+    get = actions.add_parser("get", help="show events (by task id, or the most recent)")
+    get.add_argument("ids", nargs="*", metavar="ID", help="task ids")
+    get.add_argument("--since", type=parse_date, help="created at or after (ISO date/time)")
+    get.add_argument("--until", type=parse_date, help="created before (ISO date/time)")
+    get.add_argument("--limit", type=int, default=10, help="how many recent events [10]")
+    purge = actions.add_parser("purge", help="delete events created before a date")
+    purge.add_argument("--older-than", type=parse_date, required=True, help="ISO date/time")
+    purge.add_argument("--limit", type=int, help="delete at most this many")
+    actions.add_parser("requeue", help="enqueue stranded events (accepted or stuck) again")
+    retry = actions.add_parser("retry", help="run events again (routes that succeeded stay done)")
+    retry.add_argument("ids", nargs="+", metavar="ID", help="task ids")
+
+
+def parse_date(text: str) -> datetime:
+    """An ISO 8601 date or date-time; without a zone it is UTC.
+
+    Raises:
+        argparse.ArgumentTypeError: the text is not such a date.
+    """
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or date-time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    router_factory: Callable[[Settings], Router] | None = None,
+    worker_app: str | None = None,
+) -> int:
+    """Run the CLI; scaffolded projects pass their own router factory and worker app path."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = Settings.from_env()
+        return _run(args, settings, router_factory, worker_app)
+    except DispatcherError as exc:
+        print(f"pacifica-dispatcher: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    router_factory: Callable[[Settings], Router] | None,
+    worker_app: str | None,
+) -> int:
+    # Imported here so `--help` and `db` stay fast and never load CherryPy or Celery.
+    from pacifica.dispatcher import service
+
+    command = args.command or "serve"
+    if command == "db":
+        return _db(args.db_command, settings)
+    if command == "events":
+        return _events(args, settings, router_factory)
+    router = router_factory(settings) if router_factory else None
+    built = service.build(settings, router)
+    if command == "worker":
+        service.open_checked_database(settings)
+        return _worker(built.celery, args)
+    host = getattr(args, "host", "127.0.0.1")
+    port = getattr(args, "port", 8069)
+    service.run_server(
+        built,
+        host,
+        port,
+        getattr(args, "config", None),
+        getattr(args, "with_worker", None),
+        worker_app or service.DEFAULT_WORKER_APP,
+    )
+    return 0
+
+
+def _worker(celery_app: object, args: argparse.Namespace) -> int:
+    argv = ["worker", "--loglevel", args.loglevel, "--pool", args.pool, "--without-gossip"]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    celery_app.worker_main(argv)  # type: ignore[attr-defined]
+    return 0
+
+
+def _db(action: str, settings: Settings) -> int:
+    database = open_database(settings.effective_database_url)
+    if action == "sync":
+        applied = sync_schema(database)
+        print("\n".join(f"applied migration {a}" for a in applied) or "schema is up to date")
+        return 0
+    try:
+        check_schema(database)
+    except DispatcherError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"schema version {schema_version(database)} matches the code ({code_schema_version()})")
+    return 0
+
+
+def _events(
+    args: argparse.Namespace,
+    settings: Settings,
+    router_factory: Callable[[Settings], Router] | None,
+) -> int:
+    from pacifica.dispatcher import service
+
+    service.open_checked_database(settings)
+    action = args.events_command
+    if action == "get":
+        records = (
+            [dispatch.get_record(i) for i in args.ids]
+            if args.ids
+            else dispatch.recent(limit=args.limit, since=args.since, until=args.until)
+        )
+        for record in records:
+            print(json.dumps(dispatch.describe(record), ensure_ascii=False, indent=2))
+        return 0
+    if action == "purge":
+        deleted = dispatch.purge(args.older_than, args.limit)
+        print(f"purged {deleted} event(s) created before {args.older_than.isoformat()}")
+        return 0
+    router = router_factory(settings) if router_factory else None
+    built = service.build(settings, router)
+    if action == "requeue":
+        ids = dispatch.stranded(0, settings.processing_lease)
+    else:
+        ids = dispatch.reset_for_retry(args.ids)
+    sent = built.enqueue(ids)
+    dispatch.mark_enqueued(sent)
+    print(f"enqueued {len(sent)} of {len(ids)} event(s)")
+    return 0 if len(sent) == len(ids) else 1

@@ -1,0 +1,40 @@
+"""Event handlers: the code a route runs for a matching event."""
+
+from __future__ import annotations
+
+import abc
+
+from cloudevents.core.v1.event import CloudEvent
+
+
+class EventHandler(abc.ABC):
+    """Base class of every event handler.
+
+    ``handle`` receives a ``cloudevents.core`` CloudEvent (a legacy 0.1 event
+    arrives with its attributes mapped to 1.0 names). It should be idempotent:
+    the dispatcher delivers at least once, so an event may be handled again
+    after a worker crash.
+    """
+
+    @abc.abstractmethod
+    def handle(self, event: CloudEvent) -> None:
+        """Process one event; raise to mark the route as failed."""
+
+
+class NoopEventHandler(EventHandler):
+    """Does nothing: for routes that only need to record a match."""
+
+    def handle(self, event: CloudEvent) -> None:
+        """Accept the event and do nothing."""
+
+
+class ExceptionEventHandler(EventHandler):
+    """Always raises: for testing failure paths."""
+
+    def handle(self, event: CloudEvent) -> None:
+        """Raise an exception.
+
+        Raises:
+            Exception: always.
+        """
+        raise Exception("ExceptionEventHandler has raised an exception.")

@@ -1,0 +1,158 @@
+"""Routes map JSONPaths to event handlers; a router matches an event against them in order.
+
+The upstream API is kept (``add_route``, ``match``, ``match_first_or_raise``,
+calling the router runs the first match) and fan-out is added: ``dispatch``
+runs every matching route and reports each one's outcome on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path as FilePath
+from typing import Any, TypeAlias
+
+from jsonpath2.path import Path
+
+from pacifica.dispatcher.errors import InvalidRouteError, NoRouteError
+from pacifica.dispatcher.event_handlers import EventHandler
+from pacifica.dispatcher.events import ReceivedEvent, parse_document
+
+PathSpec: TypeAlias = "Path | str | os.PathLike[str]"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A compiled JSONPath and the handler to run for events it matches.
+
+    ``name`` identifies the route in stored results; it must stay the same
+    across restarts for a re-delivered event to skip routes that already ran.
+    """
+
+    path: Path
+    event_handler: EventHandler
+    name: str = ""
+
+    def match(self, document: Any) -> bool:
+        """True when the JSONPath matches the event document at least once."""
+        return next(iter(self.path.match(document)), None) is not None
+
+    def __call__(self, event: ReceivedEvent | Mapping[str, Any]) -> None:
+        """Run the handler on the event (a ``ReceivedEvent`` or an event document)."""
+        received = event if isinstance(event, ReceivedEvent) else parse_document(dict(event))
+        self.event_handler.handle(received.event)
+
+
+@dataclass(frozen=True)
+class RouteOutcome:
+    """What happened when one route ran: ``error`` is None on success."""
+
+    route: Route
+    error: BaseException | None = None
+    traceback: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the handler returned without raising."""
+        return self.error is None
+
+
+def run_route(route: Route, event: ReceivedEvent) -> RouteOutcome:
+    """Run one route, capturing any exception with its formatted traceback."""
+    try:
+        route(event)
+    except Exception as exc:  # a handler's failure is recorded, never propagated
+        return RouteOutcome(route, exc, traceback.format_exc())
+    return RouteOutcome(route)
+
+
+def compile_path(spec: PathSpec, route_name: str = "route") -> Path:
+    """Turn a jsonpath2 ``Path``, a JSONPath string or a file holding one into a ``Path``.
+
+    A string is a JSONPath when it starts with ``$``; otherwise it names a file.
+
+    Raises:
+        InvalidRouteError: the JSONPath does not parse, or the file cannot be read.
+    """
+    if isinstance(spec, Path):
+        return spec
+    text, origin = _path_text(spec, route_name)
+    try:
+        return Path.parse_str(text.strip())
+    except Exception as exc:  # jsonpath2/ANTLR raise ValueError and friends
+        raise InvalidRouteError(None, f"{route_name}: invalid JSONPath{origin}: {exc}") from exc
+
+
+def _path_text(spec: str | os.PathLike[str], route_name: str) -> tuple[str, str]:
+    if isinstance(spec, str) and spec.lstrip().startswith("$"):
+        return spec, f" {spec!r}"
+    try:
+        return FilePath(spec).read_text(encoding="utf-8"), f" in {os.fspath(spec)}"
+    except OSError as exc:
+        if isinstance(spec, str) and not os.path.exists(spec):
+            return spec, f" {spec!r}"  # not a file: let the parser say what is wrong
+        raise InvalidRouteError(None, f"{route_name}: cannot read JSONPath file: {exc}") from exc
+
+
+@dataclass
+class Router:
+    """An ordered list of routes."""
+
+    routes: list[Route] = field(default_factory=list)
+
+    def add_route(
+        self, path: PathSpec, event_handler: EventHandler, name: str | None = None
+    ) -> Route:
+        """Compile ``path`` once and append a route to ``event_handler``.
+
+        Raises:
+            InvalidRouteError: the JSONPath is invalid, or the name is already taken.
+        """
+        route_name = name or self._default_name(event_handler)
+        if any(r.name == route_name for r in self.routes):
+            raise InvalidRouteError(self, f"{route_name}: a route with this name already exists")
+        try:
+            compiled = compile_path(path, route_name)
+        except InvalidRouteError as exc:
+            raise InvalidRouteError(self, str(exc)) from exc
+        route = Route(compiled, event_handler, route_name)
+        self.routes.append(route)
+        return route
+
+    def _default_name(self, handler: EventHandler) -> str:
+        base = type(handler).__name__
+        taken = {r.name for r in self.routes}
+        if base not in taken:
+            return base
+        return next(f"{base}-{n}" for n in range(2, len(taken) + 3) if f"{base}-{n}" not in taken)
+
+    def match(self, document: Any) -> Iterator[Route]:
+        """Every route whose JSONPath matches the document, in insertion order."""
+        return (route for route in self.routes if route.match(document))
+
+    def match_first_or_raise(self, document: Any) -> Route:
+        """The first matching route.
+
+        Raises:
+            NoRouteError: no route matches.
+        """
+        for route in self.match(document):
+            return route
+        raise NoRouteError(self, document)
+
+    def dispatch(self, event: ReceivedEvent) -> list[RouteOutcome]:
+        """Run every matching route in order; one route's failure does not stop the others."""
+        return [run_route(route, event) for route in self.match(event.document)]
+
+    def __call__(self, document: Any) -> None:
+        """Run the first matching route (upstream behaviour).
+
+        Raises:
+            NoRouteError: no route matches.
+        """
+        self.match_first_or_raise(document)(document)
+
+    def __len__(self) -> int:
+        return len(self.routes)

@@ -1,0 +1,52 @@
+"""Packaging for pacifica-dispatcher (tool configuration lives in pyproject.toml)."""
+
+from setuptools import find_namespace_packages, setup
+
+setup(
+    name="pacifica-dispatcher",
+    version="0.3.0",
+    description="Turn new data in a Pacifica repository into work: CloudEvents in, Celery handlers out.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="LGPL-3.0-or-later",
+    python_requires=">=3.10",
+    # `pacifica` is a PEP 420 namespace shared with the other pacifica-* distributions.
+    packages=find_namespace_packages(include=["pacifica.*"]),
+    include_package_data=True,
+    package_data={"pacifica.dispatcher": ["py.typed", "template/**/*", "template/**/.*", "template/**/.*/*"]},
+    install_requires=[
+        "celery[redis]>=5.3,<6",
+        "cherrypy>=18.8",
+        "cloudevents>=2.2,<3",
+        "cookiecutter>=2.5",
+        "jsonpath2>=0.4.5",
+        "peewee>=3.17",
+        "requests>=2.31",
+        "sqlalchemy>=2.0",
+    ],
+    extras_require={
+        "postgres": ["psycopg2-binary>=2.9"],
+        "mysql": ["pymysql>=1.1"],
+        "amqp": ["amqp>=5.2"],
+        "dev": [
+            "mypy>=1.10",
+            "pre-commit>=3",
+            "psycopg2-binary>=2.9",
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "ruff>=0.5",
+            "types-requests",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "pacifica-dispatcher = pacifica.dispatcher.cli:main",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Celery",
+        "Framework :: CherryPy",
+        "Topic :: Scientific/Engineering",
+    ],
+)
