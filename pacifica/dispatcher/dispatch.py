@@ -1,0 +1,325 @@
+"""The core: accept events into the database, and process one stored event through a router.
+
+The database is the source of truth. ``accept`` commits events before the
+receiver answers; ``process`` runs every matching route of a stored event and
+records each route's outcome, skipping routes that already succeeded (so a
+redelivered event does not repeat finished work); ``stranded`` finds events
+whose broker message was never sent or was lost, so they can be enqueued again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid as uuidlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import peewee
+
+from pacifica.dispatcher.errors import NotFoundError
+from pacifica.dispatcher.events import ReceivedEvent, parse_document
+from pacifica.dispatcher.router import Route, Router, run_route
+from pacifica.dispatcher.storage import (
+    EventRecord,
+    EventStatus,
+    RouteRun,
+    RunStatus,
+    database_proxy,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """The stored record for a received event; ``created`` is False for a duplicate."""
+
+    uuid: str
+    created: bool
+
+
+def accept(events: Sequence[ReceivedEvent]) -> list[Acceptance]:
+    """Store events (in one transaction) and return their task ids.
+
+    An event whose (source, id) is already stored is not stored again: its
+    original record is returned with ``created=False``.
+    """
+    results = []
+    with database_proxy.atomic():
+        for received in events:
+            results.append(_accept_one(received))
+    return results
+
+
+def _accept_one(received: ReceivedEvent) -> Acceptance:
+    existing = _find_duplicate(received)
+    if existing is not None:
+        return Acceptance(str(existing), created=False)
+    try:
+        with database_proxy.atomic():  # a savepoint: a lost race must not abort the batch
+            record = EventRecord.create(
+                event_id=received.id,
+                source=received.source,
+                event_type=received.type,
+                spec_version=received.specversion,
+                event_time=received.time,
+                content_type=received.event.get_datacontenttype(),
+                document=received.document,
+            )
+    except peewee.IntegrityError:
+        duplicate = _find_duplicate(received)
+        if duplicate is None:
+            raise
+        return Acceptance(str(duplicate), created=False)
+    return Acceptance(str(record.uuid), created=True)
+
+
+def _find_duplicate(received: ReceivedEvent) -> uuidlib.UUID | None:
+    row = (
+        EventRecord.select(EventRecord.uuid)
+        .where((EventRecord.source == received.source) & (EventRecord.event_id == received.id))
+        .first()
+    )
+    return None if row is None else row.uuid
+
+
+def mark_enqueued(uuids: Iterable[str]) -> None:
+    """Record that the broker took these events' messages."""
+    ids = [uuidlib.UUID(u) for u in uuids]
+    if ids:
+        EventRecord.update(enqueued=utcnow(), updated=utcnow()).where(
+            EventRecord.uuid.in_(ids)
+        ).execute()
+
+
+def get_record(task_id: str) -> EventRecord:
+    """The stored event with this task id.
+
+    Raises:
+        ValueError: the id is not a UUID.
+        NotFoundError: no event has this id.
+    """
+    key = uuidlib.UUID(str(task_id))
+    record = EventRecord.get_or_none(EventRecord.uuid == key)
+    if record is None or record.deleted is not None:
+        raise NotFoundError(f"no task with id {task_id}")
+    return record
+
+
+def process(task_id: str, router: Router) -> EventStatus:
+    """Run every matching route of a stored event and record the outcome.
+
+    A final event (200/422/500) is left alone: a duplicate broker message is a no-op.
+    """
+    record = get_record(task_id)
+    if record.event_status.final:
+        return record.event_status
+    EventRecord.update(
+        status=int(EventStatus.PROCESSING),
+        started=utcnow(),
+        attempts=EventRecord.attempts + 1,
+        updated=utcnow(),
+    ).where(EventRecord.uuid == record.uuid).execute()
+    received = parse_document(record.document)
+    routes = list(router.match(received.document))
+    failed = sum(not _run_once(record, route, received) for route in routes)
+    status = _final_status(routes, failed)
+    EventRecord.update(status=int(status), finished=utcnow(), updated=utcnow()).where(
+        EventRecord.uuid == record.uuid
+    ).execute()
+    return status
+
+
+def _final_status(routes: list[Route], failed: int) -> EventStatus:
+    if not routes:
+        return EventStatus.UNROUTED
+    return EventStatus.FAILED if failed else EventStatus.SUCCEEDED
+
+
+def _run_once(record: EventRecord, route: Route, received: ReceivedEvent) -> bool:
+    """Run a route unless it already succeeded for this event; True when it has succeeded."""
+    handler = type(route.event_handler)
+    run, _ = RouteRun.get_or_create(
+        event=record.uuid,
+        route=route.name,
+        defaults={"handler": f"{handler.__module__}.{handler.__qualname__}"},
+    )
+    if run.status == RunStatus.SUCCEEDED:
+        return True
+    RouteRun.update(
+        status=int(RunStatus.PROCESSING), started=utcnow(), attempts=RouteRun.attempts + 1
+    ).where(RouteRun.id == run.id).execute()
+    outcome = run_route(route, received)
+    error = outcome.error
+    if error is not None:
+        log.warning("route %s failed for event %s: %r", route.name, record.uuid, error)
+    RouteRun.update(
+        status=int(RunStatus.SUCCEEDED if error is None else RunStatus.FAILED),
+        exc_type=None if error is None else type(error).__name__,
+        exc_message=None if error is None else str(error),
+        exc_traceback=outcome.traceback or None,
+        finished=utcnow(),
+        updated=utcnow(),
+    ).where(RouteRun.id == run.id).execute()
+    return error is None
+
+
+def stranded(requeue_after: float, processing_lease: float, limit: int = 500) -> list[str]:
+    """Claim and return events to enqueue again.
+
+    That is: events whose message was never sent, events still ``202 Accepted``
+    ``requeue_after`` seconds after their message was sent, and events
+    ``102 Processing`` for longer than ``processing_lease`` (their worker died).
+    Claiming bumps ``enqueued`` conditionally, so two sweepers never both take one.
+    """
+    now = utcnow()
+    accepted = EventStatus.ACCEPTED.value
+    query = (
+        EventRecord.select(EventRecord.uuid, EventRecord.enqueued)
+        .where(
+            EventRecord.deleted.is_null()
+            & (
+                ((EventRecord.status == accepted) & EventRecord.enqueued.is_null())
+                | (
+                    (EventRecord.status == accepted)
+                    & (EventRecord.enqueued < now - timedelta(seconds=requeue_after))
+                )
+                | (
+                    (EventRecord.status == EventStatus.PROCESSING.value)
+                    & (EventRecord.started < now - timedelta(seconds=processing_lease))
+                    & (EventRecord.enqueued < now - timedelta(seconds=processing_lease))
+                )
+            )
+        )
+        .order_by(EventRecord.created)
+        .limit(limit)
+    )
+    return [str(row.uuid) for row in query if _claim(row.uuid, row.enqueued, now)]
+
+
+def _claim(key: uuidlib.UUID, seen: datetime | None, now: datetime) -> bool:
+    condition = EventRecord.enqueued.is_null() if seen is None else EventRecord.enqueued == seen
+    claimed: int = (
+        EventRecord.update(enqueued=now, updated=now)
+        .where((EventRecord.uuid == key) & condition)
+        .execute()
+    )
+    return claimed == 1
+
+
+def reset_for_retry(task_ids: Iterable[str]) -> list[str]:
+    """Put events back to ``202 Accepted`` so they run again; routes that succeeded stay done.
+
+    Raises:
+        NotFoundError: an id does not exist.
+        ValueError: an id is not a UUID.
+    """
+    records = [get_record(t) for t in task_ids]
+    with database_proxy.atomic():
+        for record in records:
+            EventRecord.update(
+                status=int(EventStatus.ACCEPTED), enqueued=None, finished=None, updated=utcnow()
+            ).where(EventRecord.uuid == record.uuid).execute()
+    return [str(r.uuid) for r in records]
+
+
+def purge(older_than: datetime, limit: int | None = None) -> int:
+    """Delete events created before ``older_than`` (and their route runs); return how many."""
+    query = EventRecord.select(EventRecord.uuid).where(EventRecord.created < older_than)
+    if limit is not None:
+        query = query.order_by(EventRecord.created).limit(limit)
+    ids = [row.uuid for row in query]
+    deleted = 0
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        with database_proxy.atomic():
+            RouteRun.delete().where(RouteRun.event.in_(chunk)).execute()
+            deleted += EventRecord.delete().where(EventRecord.uuid.in_(chunk)).execute()
+    return int(deleted)
+
+
+def recent(
+    limit: int = 100,
+    offset: int = 0,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[EventRecord]:
+    """The most recent events, newest first."""
+    query = EventRecord.select().where(EventRecord.deleted.is_null())
+    if since is not None:
+        query = query.where(EventRecord.created >= since)
+    if until is not None:
+        query = query.where(EventRecord.created < until)
+    return list(
+        query.order_by(EventRecord.created.desc(), EventRecord.uuid.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def summarize(record: EventRecord) -> dict[str, Any]:
+    """The short form of an event in listings: ``{taskID, taskStatus, created, updated, deleted}``."""
+    return {
+        "taskID": str(record.uuid),
+        "taskStatus": record.event_status.http,
+        "eventType": record.event_type,
+        "created": _iso(record.created),
+        "updated": _iso(record.updated),
+        "deleted": _iso(record.deleted),
+    }
+
+
+def describe(record: EventRecord) -> dict[str, Any]:
+    """The upstream ``GET /get/<task_id>`` object, plus every route's result."""
+    runs = list(RouteRun.select().where(RouteRun.event == record.uuid).order_by(RouteRun.id))
+    failed = next((r for r in runs if r.status == RunStatus.FAILED), None)
+    exception = (failed.exc_type, failed.exc_message, failed.exc_traceback) if failed else None
+    if record.event_status is EventStatus.UNROUTED:
+        exception = ("RouteNotFoundRouterError", "route not found", None)
+    document = record.document
+    return {
+        "eventType": record.event_type,
+        "eventTypeVersion": document.get("eventTypeVersion"),
+        "source": record.source,
+        "eventID": record.event_id,
+        "eventTime": _iso(record.event_time),
+        "schemaURL": document.get("schemaURL", document.get("dataschema")),
+        "contentType": record.content_type,
+        "specVersion": record.spec_version,
+        "eventData": json.dumps(document, ensure_ascii=False),
+        "data": json.dumps(document.get("data"), ensure_ascii=False),
+        "taskID": str(record.uuid),
+        "taskStatus": record.event_status.http,
+        "taskApplicationName": "pacifica.dispatcher",
+        "taskName": "pacifica.dispatcher.process",
+        "exceptionType": exception[0] if exception else None,
+        "exceptionValue": exception[1] if exception else None,
+        "exceptionTraceback": exception[2] if exception else None,
+        "attempts": record.attempts,
+        "created": _iso(record.created),
+        "updated": _iso(record.updated),
+        "deleted": _iso(record.deleted),
+        "routes": [_describe_run(r) for r in runs],
+    }
+
+
+def _describe_run(run: RouteRun) -> dict[str, Any]:
+    return {
+        "route": run.route,
+        "handler": run.handler,
+        "status": RunStatus(run.status).name,
+        "attempts": run.attempts,
+        "exceptionType": run.exc_type,
+        "exceptionValue": run.exc_message,
+        "exceptionTraceback": run.exc_traceback,
+        "started": _iso(run.started),
+        "finished": _iso(run.finished),
+    }

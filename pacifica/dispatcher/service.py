@@ -1,0 +1,131 @@
+"""The composition root: settings + router → database, Celery app and WSGI app.
+
+Scaffolded projects call the same functions with their own router, so the
+stand-alone service and a project built from the template run the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import peewee
+from celery import Celery
+
+from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.router import Router
+from pacifica.dispatcher.storage import check_schema, open_database, schema_version, sync_schema
+from pacifica.dispatcher.web import create_app, serve
+from pacifica.dispatcher.worker import create_celery, default_router, enqueue
+
+log = logging.getLogger(__name__)
+DEFAULT_WORKER_APP = "pacifica.dispatcher.worker:celery_app"
+
+
+@dataclass(frozen=True)
+class Service:
+    """The wired parts of one dispatcher."""
+
+    settings: Settings
+    router: Router
+    celery: Celery
+
+    def enqueue(self, task_ids: list[str]) -> list[str]:
+        """Send task messages; return the ids the broker took."""
+        return enqueue(self.celery, task_ids)
+
+    def wsgi_app(self, mounts: dict[str, object] | None = None) -> Any:
+        """The receiver/status WSGI application."""
+        return create_app(self.settings, self.enqueue, mounts)
+
+
+def build(
+    settings: Settings, router: Router | None = None, celery: Celery | None = None
+) -> Service:
+    """Wire a service; the router defaults to the stand-alone service's built-in routes."""
+    router = router if router is not None else default_router(settings)
+    return Service(settings, router, celery or create_celery(settings, router))
+
+
+def open_checked_database(settings: Settings) -> peewee.Database:
+    """Open the database and insist its schema matches the code.
+
+    A brand-new embedded SQLite database is created on the spot, so the
+    embedded default needs no setup; any other mismatch is refused.
+
+    Raises:
+        SchemaMismatchError: the schema differs; the message says to run ``db sync``.
+    """
+    database = open_database(settings.effective_database_url)
+    if settings.database_url is None and schema_version(database) == 0:
+        log.info("creating the embedded database at %s", settings.effective_database_url)
+        sync_schema(database)
+    check_schema(database)
+    return database
+
+
+def worker_command(worker_app: str, settings: Settings, loglevel: str = "INFO") -> list[str]:
+    """The command line of a Celery worker for ``worker_app`` (``module:attribute``)."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        worker_app,
+        "worker",
+        "--loglevel",
+        loglevel,
+        "--concurrency",
+        str(settings.worker_concurrency),
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+
+
+def start_worker_process(worker_app: str, settings: Settings) -> subprocess.Popen[bytes]:
+    """Start a worker in a child process that inherits this environment."""
+    command = worker_command(worker_app, settings)
+    log.info("starting worker: %s", " ".join(command))
+    return subprocess.Popen(command, env=dict(os.environ))
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Ask a child to stop (SIGTERM: Celery's warm shutdown), then kill it if it lingers."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_server(
+    service: Service,
+    host: str,
+    port: int,
+    config_file: str | None = None,
+    with_worker: bool | None = None,
+    worker_app: str = DEFAULT_WORKER_APP,
+    mounts: dict[str, object] | None = None,
+) -> None:
+    """Serve HTTP until interrupted; with the embedded broker, also run a worker."""
+    open_checked_database(service.settings)
+    if with_worker is None:
+        with_worker = service.settings.embedded_broker
+    worker = start_worker_process(worker_app, service.settings) if with_worker else None
+    on_stop: Callable[[], None] | None = None
+    if worker is not None:
+        on_stop = lambda: stop_process(worker)  # noqa: E731
+    try:
+        serve(service.wsgi_app(mounts), host, port, config_file, on_stop)
+    finally:
+        if worker is not None:
+            stop_process(worker)

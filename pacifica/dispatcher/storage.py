@@ -1,0 +1,263 @@
+"""Durable state in a peewee database: events, route runs, schema versions.
+
+Models are bound to a ``DatabaseProxy``; ``open_database(url)`` connects it.
+The schema carries a version number; ``sync_schema`` applies the ordered
+migrations and ``check_schema`` tells whether the database matches the code.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid as uuidlib
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import peewee
+from playhouse.db_url import connect
+
+from pacifica.dispatcher.errors import ConfigurationError, SchemaMismatchError
+
+database_proxy = peewee.DatabaseProxy()
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class EventStatus(enum.IntEnum):
+    """Where an event is in its life; the value is the upstream HTTP-like code."""
+
+    PROCESSING = 102
+    SUCCEEDED = 200
+    ACCEPTED = 202
+    UNROUTED = 422
+    FAILED = 500
+
+    @property
+    def http(self) -> str:
+        """The upstream status string, e.g. ``"200 OK"``."""
+        return _HTTP_STRINGS[self]
+
+    @property
+    def final(self) -> bool:
+        """True once the event will not be processed again unless retried."""
+        return self in (EventStatus.SUCCEEDED, EventStatus.UNROUTED, EventStatus.FAILED)
+
+
+_HTTP_STRINGS = {
+    EventStatus.PROCESSING: "102 Processing",
+    EventStatus.SUCCEEDED: "200 OK",
+    EventStatus.ACCEPTED: "202 Accepted",
+    EventStatus.UNROUTED: "422 Unprocessable Entity",
+    EventStatus.FAILED: "500 Internal Server Error",
+}
+
+
+class RunStatus(enum.IntEnum):
+    """Outcome of one route for one event."""
+
+    PROCESSING = 102
+    SUCCEEDED = 200
+    FAILED = 500
+
+
+class UTCDateTimeField(peewee.DateTimeField):
+    """Stores naive UTC, returns aware UTC datetimes."""
+
+    def db_value(self, value: Any) -> Any:
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return super().db_value(value)
+
+    def python_value(self, value: Any) -> Any:
+        value = super().python_value(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class JSONTextField(peewee.TextField):
+    """A JSON document stored as text (portable across SQLite, PostgreSQL, MySQL)."""
+
+    def db_value(self, value: Any) -> Any:
+        return None if value is None else json.dumps(value, ensure_ascii=False)
+
+    def python_value(self, value: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    """Binds every model to the shared database proxy; ``updated`` changes on every save."""
+
+    class Meta:
+        database = database_proxy
+
+    def save(self, *args: Any, **kwargs: Any) -> Any:
+        if "updated" in self._meta.fields:
+            self.updated = utcnow()
+        return super().save(*args, **kwargs)
+
+
+class SchemaInfo(BaseModel):
+    """One row: the schema version this database is at."""
+
+    version = peewee.IntegerField()
+
+    class Meta:
+        table_name = "dispatcher_schema"
+
+
+class EventRecord(BaseModel):
+    """A received event: its attributes, the document routes match, and its status."""
+
+    uuid = peewee.UUIDField(primary_key=True, default=uuidlib.uuid4)
+    event_id = peewee.CharField(max_length=255)
+    source = peewee.CharField(max_length=1024)
+    event_type = peewee.CharField(max_length=255, index=True)
+    spec_version = peewee.CharField(max_length=16)
+    event_time = UTCDateTimeField(null=True)
+    content_type = peewee.CharField(max_length=255, null=True)
+    document = JSONTextField()
+    status = peewee.IntegerField(default=int(EventStatus.ACCEPTED), index=True)
+    attempts = peewee.IntegerField(default=0)
+    enqueued = UTCDateTimeField(null=True, index=True)
+    started = UTCDateTimeField(null=True)
+    finished = UTCDateTimeField(null=True)
+    created = UTCDateTimeField(default=utcnow, index=True)
+    updated = UTCDateTimeField(default=utcnow, index=True)
+    deleted = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "dispatcher_event"
+        indexes = ((("source", "event_id"), True),)
+
+    @property
+    def event_status(self) -> EventStatus:
+        """``status`` as an ``EventStatus``."""
+        return EventStatus(self.status)
+
+
+class RouteRun(BaseModel):
+    """One route run for one event, with the handler's exception if it raised."""
+
+    id = peewee.AutoField()
+    event = peewee.ForeignKeyField(EventRecord, backref="runs", on_delete="CASCADE")
+    route = peewee.CharField(max_length=255)
+    handler = peewee.CharField(max_length=512)
+    status = peewee.IntegerField(default=int(RunStatus.PROCESSING))
+    exc_type = peewee.CharField(max_length=255, null=True)
+    exc_message = peewee.TextField(null=True)
+    exc_traceback = peewee.TextField(null=True)
+    attempts = peewee.IntegerField(default=0)
+    started = UTCDateTimeField(default=utcnow)
+    finished = UTCDateTimeField(null=True)
+    created = UTCDateTimeField(default=utcnow)
+    updated = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "dispatcher_route_run"
+        indexes = ((("event", "route"), True),)
+
+
+def open_database(url: str) -> peewee.Database:
+    """Connect the models to the database at ``url`` (peewee URL syntax) and return it.
+
+    SQLite files get WAL mode and a busy timeout so the web server and workers
+    can share one file; their directory is created if missing.
+
+    Raises:
+        ConfigurationError: the URL's scheme is not one peewee knows.
+    """
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        path = urlparse(url).path
+        if path not in ("", "/:memory:"):
+            Path(path[1:] if path.startswith("//") else path).parent.mkdir(
+                parents=True, exist_ok=True
+            )
+        kwargs["pragmas"] = {"journal_mode": "wal", "busy_timeout": 30000, "synchronous": "normal"}
+    try:
+        database: peewee.Database = connect(url, **kwargs)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigurationError(f"DATABASE_URL: {exc}") from exc
+    database_proxy.initialize(database)
+    return database
+
+
+# --- schema versions -------------------------------------------------------------------------
+
+Migration = Callable[[peewee.Database], None]
+MIGRATIONS: list[tuple[int, str, Migration]] = []
+
+
+def migration(version: int, description: str) -> Callable[[Migration], Migration]:
+    """Register a schema migration; versions must be added in increasing order."""
+
+    def register(func: Migration) -> Migration:
+        if MIGRATIONS and MIGRATIONS[-1][0] >= version:
+            raise RuntimeError(f"migration {version} registered out of order")
+        MIGRATIONS.append((version, description, func))
+        return func
+
+    return register
+
+
+@migration(1, "events and route runs")
+def _create_event_tables(database: peewee.Database) -> None:
+    database.create_tables([EventRecord, RouteRun])
+
+
+def code_schema_version() -> int:
+    """The schema version this code expects."""
+    return MIGRATIONS[-1][0]
+
+
+def schema_version(database: peewee.Database) -> int:
+    """The schema version stored in the database, 0 for an empty database."""
+    if not database.table_exists(SchemaInfo._meta.table_name):
+        return 0
+    row = SchemaInfo.select().first()
+    return int(row.version) if row else 0
+
+
+def sync_schema(database: peewee.Database) -> list[str]:
+    """Apply every migration the database has not had; return their descriptions.
+
+    Raises:
+        SchemaMismatchError: the database is newer than this code.
+    """
+    current = schema_version(database)
+    if current > code_schema_version():
+        raise SchemaMismatchError(
+            f"database schema {current} is newer than this code's {code_schema_version()}; "
+            "upgrade pacifica-dispatcher"
+        )
+    applied = []
+    with database.atomic():
+        database.create_tables([SchemaInfo])
+        for version, description, func in MIGRATIONS:
+            if version > current:
+                func(database)
+                applied.append(f"{version}: {description}")
+        SchemaInfo.delete().execute()
+        SchemaInfo.create(version=code_schema_version())
+    return applied
+
+
+def check_schema(database: peewee.Database) -> None:
+    """Return quietly when the database schema is the code's.
+
+    Raises:
+        SchemaMismatchError: it is not; the message says what to run.
+    """
+    current, expected = schema_version(database), code_schema_version()
+    if current != expected:
+        raise SchemaMismatchError(
+            f"database schema is version {current}, this code needs {expected}: "
+            "run `pacifica-dispatcher db sync`"
+        )

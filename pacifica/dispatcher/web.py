@@ -1,0 +1,264 @@
+"""The HTTP side (CherryPy): the receiver and status API, and JSON errors in one table.
+
+Handlers are thin: read the request, call one core function, write JSON. The
+receiver never runs user code: it parses, stores, enqueues and answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid as uuidlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import cherrypy
+
+from pacifica.dispatcher import dispatch
+from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.errors import (
+    AuthenticationRequiredError,
+    DispatcherError,
+    InvalidEventError,
+    InvalidSubscriptionError,
+    NotFoundError,
+    RequestTooLargeError,
+    UnsupportedContentTypeError,
+)
+from pacifica.dispatcher.events import parse_http
+
+log = logging.getLogger(__name__)
+
+Enqueue = Callable[[list[str]], list[str]]
+
+# The one place where errors become HTTP answers; first match wins.
+ERROR_STATUS: list[tuple[type[Exception], int]] = [
+    (UnsupportedContentTypeError, 415),
+    (InvalidEventError, 400),
+    (InvalidSubscriptionError, 400),
+    (RequestTooLargeError, 413),
+    (AuthenticationRequiredError, 401),
+    (NotFoundError, 404),
+]
+MAX_PAGE = 1000
+
+
+def json_body(value: Any) -> bytes:
+    """Serialise a response body as JSON and set the Content-Type."""
+    cherrypy.response.headers["Content-Type"] = "application/json"
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def status_for(error: Exception) -> int:
+    """The HTTP status for an error raised while serving a request (500 if unknown)."""
+    return next((code for kind, code in ERROR_STATUS if isinstance(error, kind)), 500)
+
+
+@contextmanager
+def http_errors() -> Iterator[None]:
+    """Turn the package's errors into ``cherrypy.HTTPError`` using ``ERROR_STATUS``."""
+    try:
+        yield
+    except cherrypy.HTTPError:
+        raise
+    except DispatcherError as exc:
+        raise cherrypy.HTTPError(status_for(exc), str(exc)) from exc
+
+
+def json_error_page(status: str, message: str, traceback: str, version: str) -> str:
+    """CherryPy's error page: ``{"status", "message"}`` as JSON, never a traceback."""
+    del traceback, version
+    cherrypy.response.headers["Content-Type"] = "application/json"
+    return json.dumps({"status": status, "message": message})
+
+
+def trim_error_body() -> None:
+    """Undo CherryPy's space padding of short error bodies (an old Internet Explorer fix)."""
+    body = cherrypy.response.body
+    if isinstance(body, list):
+        cherrypy.response.body = [b"".join(body).rstrip(b" ")]
+        cherrypy.response.headers.pop("Content-Length", None)
+
+
+def unexpected_error() -> None:
+    """Answer an unhandled exception with a JSON 500 and log the traceback."""
+    log.error("unhandled error serving %s", cherrypy.url(), exc_info=True)
+    cherrypy.response.status = 500
+    cherrypy.response.headers["Content-Type"] = "application/json"
+    body = {"status": "500 Internal Server Error", "message": "internal error; see server log"}
+    cherrypy.response.body = [json.dumps(body).encode()]
+
+
+def read_body(limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes.
+
+    Raises:
+        RequestTooLargeError: the body is larger than ``limit``.
+    """
+    declared = cherrypy.request.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLargeError(f"body of {declared} bytes exceeds the {limit}-byte limit")
+    body: bytes = cherrypy.request.body.read(limit + 1)
+    if len(body) > limit:
+        raise RequestTooLargeError(f"body exceeds the {limit}-byte limit")
+    return body
+
+
+def parse_task_id(task_id: str | None) -> str:
+    """Check a task id from the path.
+
+    Raises:
+        cherrypy.HTTPError: 404 when absent, 422 when not a UUID (as upstream).
+    """
+    if not task_id:
+        raise cherrypy.HTTPError(404, "a task id is required: /status/<task_id>")
+    try:
+        return str(uuidlib.UUID(task_id))
+    except ValueError:
+        raise cherrypy.HTTPError(422, f"task id {task_id!r} is not a UUID") from None
+
+
+def page_arguments(params: dict[str, str]) -> tuple[int, int]:
+    """``limit`` (1..1000, default 100) and ``offset`` (>= 0) from query parameters.
+
+    Raises:
+        cherrypy.HTTPError: 400 naming the bad parameter.
+    """
+    values = {}
+    for name, default, low, high in (("limit", 100, 1, MAX_PAGE), ("offset", 0, 0, None)):
+        text = params.get(name, str(default))
+        if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
+            bound = f"{low}..{high}" if high else f">= {low}"
+            raise cherrypy.HTTPError(400, f"{name} must be an integer {bound}, got {text!r}")
+        values[name] = int(text)
+    return values["limit"], values["offset"]
+
+
+@dataclass
+class Root:
+    """``GET /``: the most recent tasks, newest first, paginated."""
+
+    exposed = True
+
+    def GET(self, *vpath: str, **params: str) -> bytes:
+        """List recent tasks (``?limit=&offset=``); a ``Link: rel=next`` header pages on."""
+        if vpath:
+            raise cherrypy.HTTPError(404, f"no such path: /{'/'.join(vpath)}")
+        limit, offset = page_arguments(params)
+        records = dispatch.recent(limit=limit + 1, offset=offset)
+        if len(records) > limit:
+            cherrypy.response.headers["Link"] = (
+                f'</?limit={limit}&offset={offset + limit}>; rel="next"'
+            )
+        return json_body([dispatch.summarize(r) for r in records[:limit]])
+
+
+@dataclass
+class Receive:
+    """``POST /receive``: parse, store, enqueue, answer 202 with the task id."""
+
+    settings: Settings
+    enqueue: Enqueue
+    exposed = True
+
+    def POST(self, *vpath: str) -> bytes:
+        """Accept one event (or a batch) and answer with its task id (or ids)."""
+        if vpath:
+            raise cherrypy.HTTPError(404, f"no such path: /receive/{'/'.join(vpath)}")
+        with http_errors():
+            body = read_body(self.settings.max_body_bytes)
+            events = parse_http(dict(cherrypy.request.headers), body)
+        accepted = dispatch.accept(events)
+        fresh = [a.uuid for a in accepted if a.created]
+        dispatch.mark_enqueued(self.enqueue(fresh))
+        ids = [a.uuid for a in accepted]
+        cherrypy.response.status = 202 if fresh else 200
+        cherrypy.response.headers["Location"] = f"/status/{ids[0]}"
+        batch = len(events) > 1 or "batch" in cherrypy.request.headers.get("Content-Type", "")
+        return json_body(ids if batch else ids[0])
+
+
+class Status:
+    """``GET /status/<task_id>``: the upstream status string."""
+
+    exposed = True
+
+    def GET(self, task_id: str | None = None, *rest: str) -> bytes:
+        """Answer e.g. ``"200 OK"``."""
+        if rest:
+            raise cherrypy.HTTPError(404, "no such path")
+        with http_errors():
+            return json_body(dispatch.get_record(parse_task_id(task_id)).event_status.http)
+
+
+class Get:
+    """``GET /get/<task_id>``: the upstream task object plus every route's result."""
+
+    exposed = True
+
+    def GET(self, task_id: str | None = None, *rest: str) -> bytes:
+        """Answer the stored event, its status and per-route outcomes."""
+        if rest:
+            raise cherrypy.HTTPError(404, "no such path")
+        with http_errors():
+            return json_body(dispatch.describe(dispatch.get_record(parse_task_id(task_id))))
+
+
+def app_config() -> dict[str, Any]:
+    """The CherryPy application config shared by every deployment shape."""
+    return {
+        "/": {
+            "request.dispatch": cherrypy.dispatch.MethodDispatcher(),
+            "request.show_tracebacks": False,
+            "request.error_response": unexpected_error,
+            "error_page.default": json_error_page,
+            "hooks.after_error_response": trim_error_body,
+            "tools.encode.on": True,
+            "tools.encode.encoding": "utf-8",
+        }
+    }
+
+
+def create_app(
+    settings: Settings, enqueue: Enqueue, mounts: dict[str, object] | None = None
+) -> cherrypy.Application:
+    """The WSGI application: receiver and status API, plus extra ``mounts`` (e.g. /eventmatch)."""
+    root = Root()
+    root.receive = Receive(settings, enqueue)  # type: ignore[attr-defined]
+    root.status = Status()  # type: ignore[attr-defined]
+    root.get = Get()  # type: ignore[attr-defined]
+    for name, handler in (mounts or {}).items():
+        setattr(root, name, handler)
+    return cherrypy.Application(root, "", app_config())
+
+
+def serve(
+    app: cherrypy.Application,
+    host: str,
+    port: int,
+    config_file: str | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> None:
+    """Run ``app`` on CherryPy's own server until interrupted."""
+    cherrypy.config.update(
+        {
+            "server.socket_host": host,
+            "server.socket_port": port,
+            "server.thread_pool": 16,
+            "engine.autoreload.on": False,
+            "log.screen": True,
+            "checker.on": False,
+        }
+    )
+    if config_file:
+        cherrypy.config.update(config_file)
+        app.merge(config_file)
+    cherrypy.tree.graft(app, "")
+    if on_stop is not None:
+        cherrypy.engine.subscribe("stop", on_stop)
+    if hasattr(cherrypy.engine, "signal_handler"):
+        cherrypy.engine.signal_handler.subscribe()
+    cherrypy.engine.start()
+    cherrypy.engine.block()

@@ -1,0 +1,196 @@
+"""The Celery side: an app factory, the one thin task, and the stranded-event sweeper.
+
+``create_celery(settings, router)`` builds an app whose task loads a stored
+event and hands it to ``dispatch.process``. Messages are acknowledged only
+after the work is recorded (``acks_late``) and re-queued if the worker process
+dies; on top of that a sweeper thread in every worker re-enqueues events the
+broker lost (see ``dispatch.stranded``). ``celery -A
+pacifica.dispatcher.worker:celery_app worker`` runs the stand-alone service's
+worker; the module attribute is built on first access, not at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import peewee
+from celery import Celery, Task
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+
+from pacifica.dispatcher import dispatch
+from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.router import Router
+from pacifica.dispatcher.storage import check_schema, database_proxy, open_database
+
+log = logging.getLogger(__name__)
+TASK_NAME = "pacifica.dispatcher.process"
+
+
+@dataclass
+class WorkerContext:
+    """What the task needs in a worker process: settings, router, and a lazily opened database."""
+
+    settings: Settings
+    router: Router
+    _database: peewee.Database | None = field(default=None, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def database(self) -> peewee.Database:
+        """Open the database on first use in this process and check its schema.
+
+        Raises:
+            SchemaMismatchError: the database needs ``pacifica-dispatcher db sync``.
+        """
+        if self._database is None:
+            database = open_database(self.settings.effective_database_url)
+            check_schema(database)
+            self._database = database
+        return self._database
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    """Transport options for the configured broker (creating the embedded broker's folders)."""
+    url = settings.effective_broker_url
+    if settings.embedded_broker:
+        root = settings.data_path / "broker"
+        folders = {
+            "queue": root / "queue",
+            "processed": root / "processed",
+            "control": root / "control",
+        }
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folders["queue"]),
+            "data_folder_out": str(folders["queue"]),
+            "processed_folder": str(folders["processed"]),
+            "control_folder": str(folders["control"]),
+            "polling_interval": 0.1,
+        }
+    if url.startswith(("redis", "rediss")):
+        # Unacked messages come back after a crash in seconds, not minutes; the
+        # visibility timeout must exceed the slowest handler or it runs twice.
+        return {
+            "visibility_timeout": settings.processing_lease + 60,
+            "unacked_restore_interval": 2,
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": 5,
+            "socket_timeout": 30,
+        }
+    return {}
+
+
+def create_celery(settings: Settings, router: Router, name: str = "pacifica.dispatcher") -> Celery:
+    """A Celery app that processes stored events through ``router``."""
+    app = Celery(
+        name,
+        broker=settings.effective_broker_url,
+        backend=settings.backend_url,
+        set_as_current=False,
+    )
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency,
+        worker_redirect_stdouts=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=broker_options(settings),
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    app.dispatcher_context = WorkerContext(settings, router)
+    app.task(name=TASK_NAME, bind=True, ignore_result=True)(process_task)
+    worker_ready.connect(start_sweeper, weak=False, dispatch_uid="pacifica.dispatcher.sweeper")
+    worker_shutdown.connect(stop_sweeper, weak=False, dispatch_uid="pacifica.dispatcher.stop")
+    worker_process_init.connect(forget_parent_connection, weak=False, dispatch_uid="pacifica.fork")
+    return app
+
+
+def process_task(task: Task, task_id: str) -> str:
+    """Celery task: process one stored event; returns its upstream status string."""
+    context: WorkerContext = task.app.dispatcher_context
+    context.database()
+    return dispatch.process(task_id, context.router).http
+
+
+def enqueue(app: Celery, task_ids: Iterable[str]) -> list[str]:
+    """Send one message per event without retrying; return the ids the broker took.
+
+    A broker that is down costs the caller one quick failure per call, not a
+    hang: the events stay in the database and the sweeper sends them later.
+    """
+    sent = []
+    for task_id in task_ids:
+        try:
+            app.send_task(TASK_NAME, args=[task_id], task_id=task_id, retry=False)
+        except Exception as exc:  # kombu raises several unrelated types when down
+            log.warning("broker unavailable, %s left for the sweeper: %s", task_id, exc)
+            break
+        sent.append(task_id)
+    return sent
+
+
+def requeue_stranded(app: Celery) -> list[str]:
+    """Enqueue again every stranded event (see ``dispatch.stranded``); return their ids."""
+    context: WorkerContext = app.dispatcher_context
+    context.database()
+    settings = context.settings
+    ids = dispatch.stranded(settings.requeue_after, settings.processing_lease)
+    sent = enqueue(app, ids)
+    if sent:
+        log.info("re-enqueued %d stranded event(s)", len(sent))
+    return sent
+
+
+def _sweep_forever(app: Celery) -> None:
+    context: WorkerContext = app.dispatcher_context
+    while not context._stop.is_set():
+        try:
+            requeue_stranded(app)
+        except Exception:  # the sweeper must outlive a database or broker outage
+            log.exception("stranded-event sweep failed; trying again later")
+        context._stop.wait(context.settings.requeue_interval)
+
+
+def start_sweeper(sender: Any = None, **_: Any) -> None:
+    """``worker_ready`` receiver: start the sweeper thread for this worker's app."""
+    app = getattr(sender, "app", None)
+    if app is None or not hasattr(app, "dispatcher_context"):
+        return
+    thread = threading.Thread(target=_sweep_forever, args=(app,), name="sweeper", daemon=True)
+    thread.start()
+
+
+def stop_sweeper(sender: Any = None, **_: Any) -> None:
+    """``worker_shutdown`` receiver: stop the sweeper loop."""
+    app = getattr(sender, "app", None)
+    if app is not None and hasattr(app, "dispatcher_context"):
+        app.dispatcher_context._stop.set()
+
+
+def forget_parent_connection(**_: Any) -> None:
+    """``worker_process_init`` receiver: a forked child must not share its parent's socket."""
+    if database_proxy.obj is not None:
+        database_proxy.obj._state.reset()
+
+
+def default_router(settings: Settings) -> Router:
+    """The stand-alone service's router: only the built-in routes."""
+    del settings  # the subscription registry's route joins here
+    return Router()
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``celery_app`` on first access (``celery -A pacifica.dispatcher.worker:celery_app``)."""
+    if name == "celery_app":
+        settings = Settings.from_env()
+        app = create_celery(settings, default_router(settings))
+        globals()["celery_app"] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,166 @@
+"""The core flow against a real SQLite file: accept, process, strand, retry, purge."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from pacifica.dispatcher import dispatch
+from pacifica.dispatcher.errors import NotFoundError, SchemaMismatchError
+from pacifica.dispatcher.event_handlers import ExceptionEventHandler
+from pacifica.dispatcher.router import Router
+from pacifica.dispatcher.storage import (
+    EventRecord,
+    EventStatus,
+    RouteRun,
+    check_schema,
+    code_schema_version,
+    open_database,
+    schema_version,
+    sync_schema,
+    utcnow,
+)
+from pacifica.dispatcher.testing import RecordingEventHandler, event_from_dict
+
+INGEST = '$[?(@["eventType"] = "org.pacifica.metadata.ingest")]'
+
+
+@pytest.fixture
+def ingest_event(load_json):
+    return event_from_dict(load_json("metadata_ingest_event.json"))
+
+
+def test_accepted_event_is_stored_with_its_attributes(sqlite_db, ingest_event):
+    [accepted] = dispatch.accept([ingest_event])
+    record = dispatch.get_record(accepted.uuid)
+    assert accepted.created
+    assert record.event_status is EventStatus.ACCEPTED
+    assert record.event_id == "metadata.ingest.1"
+    assert record.spec_version == "0.1"
+    assert record.document == ingest_event.document
+    assert record.event_time.tzinfo is not None
+
+
+def test_duplicate_event_returns_the_original_record(sqlite_db, ingest_event):
+    [first] = dispatch.accept([ingest_event])
+    [second] = dispatch.accept([ingest_event])
+    assert second.uuid == first.uuid
+    assert not second.created
+    assert EventRecord.select().count() == 1
+
+
+def test_process_runs_every_route_and_records_each(sqlite_db, ingest_event):
+    ok = RecordingEventHandler()
+    router = Router()
+    router.add_route(INGEST, ExceptionEventHandler(), name="boom")
+    router.add_route(INGEST, ok, name="ok")
+    [accepted] = dispatch.accept([ingest_event])
+    assert dispatch.process(accepted.uuid, router) is EventStatus.FAILED
+    described = dispatch.describe(dispatch.get_record(accepted.uuid))
+    assert described["taskStatus"] == "500 Internal Server Error"
+    assert described["exceptionType"] == "Exception"
+    assert "Traceback" in described["exceptionTraceback"]
+    assert [(r["route"], r["status"]) for r in described["routes"]] == [
+        ("boom", "FAILED"),
+        ("ok", "SUCCEEDED"),
+    ]
+    assert len(ok.events) == 1
+
+
+def test_unrouted_event_is_422(sqlite_db, ingest_event):
+    [accepted] = dispatch.accept([ingest_event])
+    assert dispatch.process(accepted.uuid, Router()) is EventStatus.UNROUTED
+    described = dispatch.describe(dispatch.get_record(accepted.uuid))
+    assert described["taskStatus"] == "422 Unprocessable Entity"
+    assert described["exceptionType"] == "RouteNotFoundRouterError"
+
+
+def test_final_event_is_not_processed_again(sqlite_db, ingest_event):
+    handler = RecordingEventHandler()
+    router = Router()
+    router.add_route(INGEST, handler)
+    [accepted] = dispatch.accept([ingest_event])
+    dispatch.process(accepted.uuid, router)
+    assert dispatch.process(accepted.uuid, router) is EventStatus.SUCCEEDED
+    assert len(handler.events) == 1
+
+
+def test_retry_reruns_failed_routes_but_not_succeeded_ones(sqlite_db, ingest_event):
+    flaky = RecordingEventHandler(error=RuntimeError("disk full"))
+    steady = RecordingEventHandler()
+    router = Router()
+    router.add_route(INGEST, flaky, name="flaky")
+    router.add_route(INGEST, steady, name="steady")
+    [accepted] = dispatch.accept([ingest_event])
+    dispatch.process(accepted.uuid, router)
+    flaky.error = None
+    dispatch.reset_for_retry([accepted.uuid])
+    assert dispatch.process(accepted.uuid, router) is EventStatus.SUCCEEDED
+    assert (len(flaky.events), len(steady.events)) == (2, 1)
+    assert RouteRun.get(RouteRun.route == "flaky").attempts == 2
+
+
+def test_unsent_and_lost_events_are_stranded_once(sqlite_db, load_json):
+    unsent, lost, fresh = (
+        event_from_dict({**load_json("sop_example_event.json"), "eventID": name})
+        for name in ("unsent", "lost", "fresh")
+    )
+    ids = [a.uuid for a in dispatch.accept([unsent, lost, fresh])]
+    dispatch.mark_enqueued(ids[1:])
+    EventRecord.update(enqueued=utcnow() - timedelta(seconds=120)).where(
+        EventRecord.uuid == ids[1]
+    ).execute()
+    assert sorted(dispatch.stranded(60, 3600)) == sorted(ids[:2])
+    assert dispatch.stranded(60, 3600) == []
+
+
+def test_event_processing_past_its_lease_is_stranded(sqlite_db, ingest_event):
+    [accepted] = dispatch.accept([ingest_event])
+    long_ago = utcnow() - timedelta(hours=2)
+    EventRecord.update(status=102, started=long_ago, enqueued=long_ago).execute()
+    assert dispatch.stranded(60, 3600) == [accepted.uuid]
+
+
+def test_purge_removes_old_events_and_their_runs(sqlite_db, ingest_event):
+    router = Router()
+    router.add_route(INGEST, RecordingEventHandler())
+    [accepted] = dispatch.accept([ingest_event])
+    dispatch.process(accepted.uuid, router)
+    assert dispatch.purge(utcnow() - timedelta(days=1)) == 0
+    assert dispatch.purge(utcnow() + timedelta(seconds=1)) == 1
+    assert RouteRun.select().count() == 0
+    with pytest.raises(NotFoundError):
+        dispatch.get_record(accepted.uuid)
+
+
+def test_unknown_and_malformed_task_ids(sqlite_db):
+    with pytest.raises(NotFoundError):
+        dispatch.get_record("00000000-0000-0000-0000-000000000000")
+    with pytest.raises(ValueError, match="badly formed"):
+        dispatch.get_record("abc")
+
+
+def test_schema_check_and_sync(tmp_path):
+    database = open_database(f"sqlite:///{tmp_path / 'fresh.sqlite3'}")
+    assert schema_version(database) == 0
+    with pytest.raises(SchemaMismatchError, match="db sync"):
+        check_schema(database)
+    assert sync_schema(database)
+    check_schema(database)
+    assert schema_version(database) == code_schema_version()
+    assert sync_schema(database) == []
+
+
+def test_recent_lists_newest_first_and_pages(sqlite_db, load_json):
+    events = [
+        event_from_dict({**load_json("sop_example_event.json"), "eventID": f"e{i}"})
+        for i in range(5)
+    ]
+    ids = [a.uuid for a in dispatch.accept(events)]
+    for offset, uuid in enumerate(reversed(ids)):
+        EventRecord.update(created=utcnow() - timedelta(seconds=offset)).where(
+            EventRecord.uuid == uuid
+        ).execute()
+    page = dispatch.recent(limit=2, offset=1)
+    assert [str(r.uuid) for r in page] == [ids[3], ids[2]]

@@ -1,0 +1,132 @@
+"""The HTTP edge, called in-process through WSGI: status codes, shapes and errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pacifica.dispatcher import dispatch
+from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.event_handlers import NoopEventHandler
+from pacifica.dispatcher.router import Router
+from pacifica.dispatcher.web import create_app
+from tests.conftest import WSGIClient
+
+
+@pytest.fixture
+def sent():
+    return []
+
+
+@pytest.fixture
+def client(sqlite_db, tmp_path, sent):
+    settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path), "MAX_BODY_SIZE": "4096"})
+
+    def enqueue(ids):
+        sent.extend(ids)
+        return ids
+
+    return WSGIClient(create_app(settings, enqueue))
+
+
+def test_receive_answers_202_with_task_id_and_location(client, sent, load_json):
+    response = client.post("/receive", load_json("metadata_ingest_event.json"))
+    assert response.status == 202
+    task_id = response.json()
+    assert response.headers["Location"] == f"/status/{task_id}"
+    assert sent == [task_id]
+    assert dispatch.get_record(task_id).enqueued is not None
+    assert client.get(f"/status/{task_id}").json() == "202 Accepted"
+
+
+def test_duplicate_event_answers_200_with_the_original_id(client, sent, load_json):
+    first = client.post("/receive", load_json("metadata_ingest_event.json")).json()
+    again = client.post("/receive", load_json("metadata_ingest_event.json"))
+    assert (again.status, again.json()) == (200, first)
+    assert sent == [first]
+
+
+def test_batch_answers_a_list_of_ids(client, sent):
+    batch = [
+        {"specversion": "1.0", "id": str(i), "type": "t", "source": "s", "data": [i]}
+        for i in range(3)
+    ]
+    response = client.post(
+        "/receive",
+        json.dumps(batch),
+        headers={"Content-Type": "application/cloudevents-batch+json"},
+    )
+    assert response.status == 202
+    assert response.json() == sent
+    assert len(sent) == 3
+
+
+def test_unsent_event_is_still_accepted_and_left_for_the_sweeper(sqlite_db, tmp_path, load_json):
+    settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path)})
+    client = WSGIClient(create_app(settings, lambda ids: []))
+    response = client.post("/receive", load_json("metadata_ingest_event.json"))
+    assert response.status == 202
+    record = dispatch.get_record(response.json())
+    assert record.enqueued is None
+    assert dispatch.stranded(60, 3600) == [str(record.uuid)]
+
+
+def test_get_returns_the_upstream_object_with_routes(client, load_json):
+    task_id = client.post("/receive", load_json("metadata_ingest_event.json")).json()
+    router = Router()
+    router.add_route("$", NoopEventHandler())
+    dispatch.process(task_id, router)
+    body = client.get(f"/get/{task_id}").json()
+    assert body["taskStatus"] == "200 OK"
+    assert body["eventID"] == "metadata.ingest.1"
+    assert json.loads(body["data"])[-1]["value"] == 1
+    assert body["routes"][0]["status"] == "SUCCEEDED"
+
+
+def test_listing_is_paginated_with_a_next_link(client):
+    for i in range(3):
+        client.post("/receive", {"specversion": "1.0", "id": str(i), "type": "t", "source": "s"})
+    first = client.get("/?limit=2")
+    assert len(first.json()) == 2
+    assert 'rel="next"' in first.headers["Link"]
+    rest = client.get("/?limit=2&offset=2")
+    assert len(rest.json()) == 1
+    assert "Link" not in rest.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "message"),
+    [
+        ("POST", "/receive", b"{nope", {"Content-Type": "application/json"}, 400, "not valid JSON"),
+        ("POST", "/receive", b"[]", {"Content-Type": "application/json"}, 400, "JSON object"),
+        ("POST", "/receive", b"x", {"Content-Type": "text/plain"}, 415, "text/plain"),
+        (
+            "POST",
+            "/receive",
+            b"{}" + b" " * 5000,
+            {"Content-Type": "application/json"},
+            413,
+            "limit",
+        ),
+        ("GET", "/receive", b"", {}, 405, ""),
+        ("GET", "/status/abc", b"", {}, 422, "not a UUID"),
+        ("GET", "/status/00000000-0000-0000-0000-000000000000", b"", {}, 404, "no task"),
+        ("GET", "/status", b"", {}, 404, "task id is required"),
+        ("GET", "/get", b"", {}, 404, "task id is required"),
+        ("GET", "/get/abc", b"", {}, 422, "not a UUID"),
+        ("GET", "/nope", b"", {}, 404, "no such path"),
+        ("GET", "/?limit=0", b"", {}, 400, "limit"),
+        ("GET", "/?offset=-1", b"", {}, 400, "offset"),
+    ],
+)
+def test_bad_requests_get_json_errors_without_tracebacks(
+    client, method, path, body, headers, status, message
+):
+    response = client.request(method, path, body, headers=headers)
+    assert response.status == status
+    assert response.headers["Content-Type"] == "application/json"
+    payload = response.json()
+    assert payload["status"].startswith(str(status))
+    assert message in payload["message"]
+    assert "Traceback" not in response.body.decode()
