@@ -6,6 +6,8 @@ import abc
 
 from cloudevents.core.v1.event import CloudEvent
 
+from pacifica.dispatcher.events import ReceivedEvent
+
 
 class EventHandler(abc.ABC):
     """Base class of every event handler.
@@ -19,6 +21,10 @@ class EventHandler(abc.ABC):
     @abc.abstractmethod
     def handle(self, event: CloudEvent) -> None:
         """Process one event; raise to mark the route as failed."""
+
+    def handle_received(self, received: ReceivedEvent) -> None:
+        """Entry point used by routes; built-in handlers override it to see the raw document."""
+        self.handle(received.event)
 
 
 class NoopEventHandler(EventHandler):

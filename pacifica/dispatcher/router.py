@@ -42,7 +42,7 @@ class Route:
     def __call__(self, event: ReceivedEvent | Mapping[str, Any]) -> None:
         """Run the handler on the event (a ``ReceivedEvent`` or an event document)."""
         received = event if isinstance(event, ReceivedEvent) else parse_document(dict(event))
-        self.event_handler.handle(received.event)
+        self.event_handler.handle_received(received)
 
 
 @dataclass(frozen=True)
