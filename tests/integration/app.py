@@ -1,0 +1,78 @@
+"""A dispatcher project for the integration tests: the service with test routes.
+
+``python -m tests.integration.app serve`` runs the receiver (and, on the
+embedded default, a worker of this app); ``celery -A
+tests.integration.app:celery_app worker`` runs a worker with these routes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cloudevents.core.v1.event import CloudEvent
+
+from pacifica.dispatcher import EventHandler, ExceptionEventHandler, NoopEventHandler, Router
+from pacifica.dispatcher.cli import main as cli_main
+from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.worker import create_celery, default_router
+
+WORKER_APP = "tests.integration.app:celery_app"
+
+
+def type_is(name: str) -> str:
+    """A JSONPath matching events of this type, in 1.0 or 0.1 form."""
+    return f'$[?(@["type"] = "{name}" or @["eventType"] = "{name}")]'
+
+
+class SlowEventHandler(EventHandler):
+    """Blocks until a release file appears, leaving traces a test can watch.
+
+    The event's data names a directory: the handler appends its pid to
+    ``started``, waits for ``release``, then appends to ``done``.
+    """
+
+    def handle(self, event: CloudEvent) -> None:
+        data: Any = event.get_data()
+        folder = Path(data["dir"])
+        with (folder / "started").open("a", encoding="utf-8") as started:
+            started.write(f"{os.getpid()}\n")
+        deadline = time.monotonic() + float(data.get("timeout", 120))
+        while not (folder / "release").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("release file never appeared")
+            time.sleep(0.05)
+        with (folder / "done").open("a", encoding="utf-8") as done:
+            done.write(f"{event.get_id()}\n")
+
+
+def create_router(settings: Settings) -> Router:
+    """The built-in routes plus one route per test behaviour."""
+    router = default_router(settings)
+    router.add_route(type_is("org.example.ok"), NoopEventHandler(), name="ok")
+    router.add_route(type_is("org.example.fail"), ExceptionEventHandler(), name="fail")
+    router.add_route(type_is("org.example.fanout"), NoopEventHandler(), name="fanout-ok")
+    router.add_route(type_is("org.example.fanout"), ExceptionEventHandler(), name="fanout-fail")
+    router.add_route(type_is("org.example.slow"), SlowEventHandler(), name="slow")
+    return router
+
+
+def __getattr__(name: str) -> Any:
+    if name == "celery_app":
+        settings = Settings.from_env()
+        app = create_celery(settings, create_router(settings))
+        globals()["celery_app"] = app
+        return app
+    raise AttributeError(name)
+
+
+def main() -> int:
+    """The CLI of this test project."""
+    return cli_main(router_factory=create_router, worker_app=WORKER_APP)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
