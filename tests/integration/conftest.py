@@ -7,6 +7,7 @@ skips the test locally and fails it under CI.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,7 +32,10 @@ T = TypeVar("T")
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+    predicate: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
 ) -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -128,7 +132,11 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            self.command,
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         return self
@@ -155,10 +163,8 @@ class ManagedProcess:
         """SIGKILL the process and every child it started: a crash."""
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(10)
 
 
@@ -184,7 +190,15 @@ class Deployment:
     def start_server(self, *extra: str) -> ManagedProcess:
         proc = self._spawn(
             "server",
-            [sys.executable, "-m", "tests.integration.app", "serve", "--port", str(self.port), *extra],
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.app",
+                "serve",
+                "--port",
+                str(self.port),
+                *extra,
+            ],
         )
         wait_for(lambda: self._answers() or not proc.alive(), 60, what="the receiver to answer")
         if not proc.alive():
@@ -198,16 +212,31 @@ class Deployment:
         return self._spawn(
             "worker",
             [
-                sys.executable, "-m", "celery", "-A", "tests.integration.app:celery_app", "worker",
-                "--loglevel", "INFO", "--concurrency", str(concurrency),
-                "--without-gossip", "--without-mingle", "--without-heartbeat",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.integration.app:celery_app",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
             ],
         )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "tests.integration.app", *args],
-            env=self.env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
 
     def post(self, body: Any, headers: dict[str, str] | None = None) -> requests.Response:
@@ -224,7 +253,9 @@ class Deployment:
 
     def wait_status(self, task_id: str, expected: str, timeout: float = 60.0) -> None:
         try:
-            wait_for(lambda: self.status(task_id) == expected, timeout, 0.1, f"{task_id} → {expected}")
+            wait_for(
+                lambda: self.status(task_id) == expected, timeout, 0.1, f"{task_id} → {expected}"
+            )
         except AssertionError as exc:
             logs = "\n".join(f"--- {p.log_path.name}\n{p.log_tail()}" for p in self.processes)
             raise AssertionError(f"{exc}; now {self.status(task_id)}\n{logs}") from None
@@ -252,8 +283,12 @@ FAST_RECOVERY = {"REQUEUE_INTERVAL": "1", "REQUEUE_AFTER": "5", "WORKER_CONCURRE
 
 
 def base_env(workdir: Path, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "PEEWEE_URL")}
-    env.update({"DISPATCHER_DATA_DIR": str(workdir / "data"), "PYTHONUNBUFFERED": "1", **FAST_RECOVERY})
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "PEEWEE_URL")
+    }
+    env.update(
+        {"DISPATCHER_DATA_DIR": str(workdir / "data"), "PYTHONUNBUFFERED": "1", **FAST_RECOVERY}
+    )
     env.update(overrides)
     return env
 
@@ -276,7 +311,9 @@ def deployments(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
 
 
 @pytest.fixture
-def production(deployments: Callable[..., Deployment], postgres_url: str, redis_url: str) -> Deployment:
+def production(
+    deployments: Callable[..., Deployment], postgres_url: str, redis_url: str
+) -> Deployment:
     """PostgreSQL + Redis, schema synced, receiver and a worker running."""
     deployment = deployments(DATABASE_URL=postgres_url, BROKER_URL=redis_url)
     synced = deployment.cli("db", "sync")
@@ -304,8 +341,19 @@ def redis_server(tmp_path: Path) -> Iterator[Callable[[], ManagedProcess]]:
     started: list[ManagedProcess] = []
 
     def start() -> ManagedProcess:
-        command = [binary or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no", "--dir", str(tmp_path)]
+        command = [
+            binary or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ]
         proc = ManagedProcess("redis", command, dict(os.environ), tmp_path / "redis.log").start()
         started.append(proc)
         wait_for(lambda: _reachable(f"redis://127.0.0.1:{port}"), 10, what="redis")

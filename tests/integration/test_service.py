@@ -80,7 +80,9 @@ def test_batch_is_accepted_and_every_event_processed(production: Deployment) -> 
     assert response.status_code == 202
     ids = response.json()
     assert len(ids) == 3
-    for task_id, expected in zip(ids, ["200 OK", "500 Internal Server Error", "200 OK"], strict=True):
+    for task_id, expected in zip(
+        ids, ["200 OK", "500 Internal Server Error", "200 OK"], strict=True
+    ):
         production.wait_status(task_id, expected)
 
 
@@ -100,7 +102,9 @@ def test_binary_mode_event_is_routed(production: Deployment) -> None:
 def test_killed_pool_process_is_redelivered_and_finishes(production: Deployment, tmp_path: Path):
     task_id = production.post(event("slow", dir=str(tmp_path))).json()
     started = tmp_path / "started"
-    pid = int(wait_for(lambda: started.exists() and started.read_text().split(), 60, what="start")[0])
+    pid = int(
+        wait_for(lambda: started.exists() and started.read_text().split(), 60, what="start")[0]
+    )
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: len(started.read_text().split()) == 2, 60, what="the redelivery")
     (tmp_path / "release").touch()
