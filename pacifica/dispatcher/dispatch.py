@@ -43,33 +43,39 @@ class Acceptance:
 
 
 def accept(events: Sequence[ReceivedEvent]) -> list[Acceptance]:
-    """Store events (in one transaction) and return their task ids.
+    """Store events and return their task ids; a batch is stored in one transaction.
 
+    New events are marked as enqueued, optimistically: the caller publishes
+    their messages next and calls ``mark_unsent`` for any the broker refused.
     An event whose (source, id) is already stored is not stored again: its
     original record is returned with ``created=False``.
     """
-    results = []
+    now = utcnow()
+    if len(events) == 1:  # one statement in autocommit: the common case stays cheap
+        return [_accept_one(events[0], now, savepoint=False)]
     with database_proxy.atomic():
-        for received in events:
-            results.append(_accept_one(received))
-    return results
+        return [_accept_one(received, now, savepoint=True) for received in events]
 
 
-def _accept_one(received: ReceivedEvent) -> Acceptance:
-    existing = _find_duplicate(received)
-    if existing is not None:
-        return Acceptance(str(existing), created=False)
+def _accept_one(received: ReceivedEvent, now: datetime, savepoint: bool) -> Acceptance:
+    fields = {
+        "event_id": received.id,
+        "source": received.source,
+        "event_type": received.type,
+        "spec_version": received.specversion,
+        "event_time": received.time,
+        "content_type": received.event.get_datacontenttype(),
+        "document": received.document,
+        "enqueued": now,
+        "created": now,
+        "updated": now,
+    }
     try:
-        with database_proxy.atomic():  # a savepoint: a lost race must not abort the batch
-            record = EventRecord.create(
-                event_id=received.id,
-                source=received.source,
-                event_type=received.type,
-                spec_version=received.specversion,
-                event_time=received.time,
-                content_type=received.event.get_datacontenttype(),
-                document=received.document,
-            )
+        if savepoint:  # a duplicate must not abort the rest of the batch
+            with database_proxy.atomic():
+                record = EventRecord.create(**fields)
+        else:
+            record = EventRecord.create(**fields)
     except peewee.IntegrityError:
         duplicate = _find_duplicate(received)
         if duplicate is None:
@@ -85,6 +91,15 @@ def _find_duplicate(received: ReceivedEvent) -> uuidlib.UUID | None:
         .first()
     )
     return None if row is None else row.uuid
+
+
+def mark_unsent(uuids: Iterable[str]) -> None:
+    """Record that these events' messages were not published, so the sweeper sends them."""
+    ids = [uuidlib.UUID(u) for u in uuids]
+    if ids:
+        EventRecord.update(enqueued=None, updated=utcnow()).where(
+            EventRecord.uuid.in_(ids)
+        ).execute()
 
 
 def mark_enqueued(uuids: Iterable[str]) -> None:
@@ -126,8 +141,13 @@ def process(task_id: str, router: Router) -> EventStatus:
     ).where(EventRecord.uuid == record.uuid).execute()
     received = parse_document(record.document)
     routes = list(router.match(received.document))
-    failed = sum(not _run_once(record, route, received) for route in routes)
-    status = _final_status(routes, failed)
+    previous = {
+        run.route: run for run in RouteRun.select().where(RouteRun.event == record.uuid)
+    }
+    outcomes = [
+        _run_unless_done(record, route, received, previous.get(route.name)) for route in routes
+    ]
+    status = _final_status(routes, sum(not ok for ok in outcomes))
     EventRecord.update(status=int(status), finished=utcnow(), updated=utcnow()).where(
         EventRecord.uuid == record.uuid
     ).execute()
@@ -140,32 +160,43 @@ def _final_status(routes: list[Route], failed: int) -> EventStatus:
     return EventStatus.FAILED if failed else EventStatus.SUCCEEDED
 
 
-def _run_once(record: EventRecord, route: Route, received: ReceivedEvent) -> bool:
-    """Run a route unless it already succeeded for this event; True when it has succeeded."""
-    handler = type(route.event_handler)
-    run, _ = RouteRun.get_or_create(
-        event=record.uuid,
-        route=route.name,
-        defaults={"handler": f"{handler.__module__}.{handler.__qualname__}"},
-    )
-    if run.status == RunStatus.SUCCEEDED:
+def _run_unless_done(
+    record: EventRecord, route: Route, received: ReceivedEvent, previous: RouteRun | None
+) -> bool:
+    """Run a route unless it already succeeded for this event, record it; True on success."""
+    if previous is not None and previous.status == RunStatus.SUCCEEDED:
         return True
-    RouteRun.update(
-        status=int(RunStatus.PROCESSING), started=utcnow(), attempts=RouteRun.attempts + 1
-    ).where(RouteRun.id == run.id).execute()
+    started = utcnow()
     outcome = run_route(route, received)
     error = outcome.error
     if error is not None:
         log.warning("route %s failed for event %s: %r", route.name, record.uuid, error)
-    RouteRun.update(
-        status=int(RunStatus.SUCCEEDED if error is None else RunStatus.FAILED),
-        exc_type=None if error is None else type(error).__name__,
-        exc_message=None if error is None else str(error),
-        exc_traceback=outcome.traceback or None,
-        finished=utcnow(),
-        updated=utcnow(),
-    ).where(RouteRun.id == run.id).execute()
+    handler = type(route.event_handler)
+    result = {
+        "handler": f"{handler.__module__}.{handler.__qualname__}",
+        "status": int(RunStatus.SUCCEEDED if error is None else RunStatus.FAILED),
+        "exc_type": None if error is None else type(error).__name__,
+        "exc_message": None if error is None else str(error),
+        "exc_traceback": outcome.traceback or None,
+        "started": started,
+        "finished": utcnow(),
+        "updated": utcnow(),
+    }
+    _record_run(record, route.name, result, previous is None)
     return error is None
+
+
+def _record_run(record: EventRecord, route: str, result: dict[str, Any], new: bool) -> None:
+    if new:
+        try:
+            with database_proxy.atomic():
+                RouteRun.insert(event=record.uuid, route=route, attempts=1, **result).execute()
+            return
+        except peewee.IntegrityError:  # another delivery of this event recorded it first
+            pass
+    RouteRun.update(attempts=RouteRun.attempts + 1, **result).where(
+        (RouteRun.event == record.uuid) & (RouteRun.route == route)
+    ).execute()
 
 
 def stranded(requeue_after: float, processing_lease: float, limit: int = 500) -> list[str]:

@@ -172,7 +172,8 @@ class Receive:
             events = parse_http(dict(cherrypy.request.headers), body)
         accepted = dispatch.accept(events)
         fresh = [a.uuid for a in accepted if a.created]
-        dispatch.mark_enqueued(self.enqueue(fresh))
+        sent = set(self.enqueue(fresh))
+        dispatch.mark_unsent(u for u in fresh if u not in sent)
         ids = [a.uuid for a in accepted]
         cherrypy.response.status = 202 if fresh else 200
         cherrypy.response.headers["Location"] = f"/status/{ids[0]}"

@@ -251,7 +251,7 @@ class Deployment:
     def status(self, task_id: str) -> str:
         return str(requests.get(f"{self.url}/status/{task_id}", timeout=10).json())
 
-    def wait_status(self, task_id: str, expected: str, timeout: float = 60.0) -> None:
+    def wait_status(self, task_id: str, expected: str, timeout: float = 120.0) -> None:
         try:
             wait_for(
                 lambda: self.status(task_id) == expected, timeout, 0.1, f"{task_id} → {expected}"

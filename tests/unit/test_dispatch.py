@@ -107,7 +107,7 @@ def test_unsent_and_lost_events_are_stranded_once(sqlite_db, load_json):
         for name in ("unsent", "lost", "fresh")
     )
     ids = [a.uuid for a in dispatch.accept([unsent, lost, fresh])]
-    dispatch.mark_enqueued(ids[1:])
+    dispatch.mark_unsent(ids[:1])
     EventRecord.update(enqueued=utcnow() - timedelta(seconds=120)).where(
         EventRecord.uuid == ids[1]
     ).execute()
