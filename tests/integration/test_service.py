@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,19 @@ def test_bad_input_over_real_http_gets_json_errors(
     payload = response.json()
     assert set(payload) == {"status", "message"}
     assert "Traceback" not in response.text
+
+
+def test_wsgi_entry_serves_the_receiver_under_gunicorn(
+    deployments, postgres_url: str, redis_url: str
+) -> None:
+    deployment = deployments(DATABASE_URL=postgres_url, BROKER_URL=redis_url)
+    assert deployment.cli("db", "sync").returncode == 0
+    gunicorn = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{deployment.port}"]
+    server = deployment._spawn("gunicorn", [*gunicorn, "pacifica.dispatcher.wsgi:application"])
+    wait_for(lambda: deployment._answers() or not server.alive(), 60, what="gunicorn")
+    assert server.alive(), server.log_tail()
+    deployment.start_worker()
+    task_id = deployment.post(event("ok")).json()
+    deployment.wait_status(task_id, "200 OK")
+    missing = requests.get(f"{deployment.url}/nope", timeout=10)
+    assert (missing.status_code, missing.json()["status"]) == (404, "404 Not Found")
