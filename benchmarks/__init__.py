@@ -1,0 +1,1 @@
+"""Benchmarks of the dispatcher service (see ``bench_service.py``)."""
