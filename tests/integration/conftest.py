@@ -149,15 +149,14 @@ class ManagedProcess:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the whole group (warm shutdown), then SIGKILL what is left."""
-        if not self.alive():
+        """SIGTERM the leader (it stops its own children), then SIGKILL what is left."""
+        if self.process is None:
             return
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout)
+        self.kill()
 
     def kill(self) -> None:
         """SIGKILL the process and every child it started: a crash."""

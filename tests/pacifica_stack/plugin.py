@@ -50,20 +50,40 @@ def _skip_or_fail(reason: str) -> NoReturn:
     pytest.skip(f"Pacifica stack unavailable: {reason}")
 
 
+class _Shared:
+    """The one stack of this pytest process, shared by every module that imports the fixture.
+
+    Each module importing ``pacifica_stack`` gets its own fixture definition (pytest registers
+    imported fixtures per module), so "session scope" alone would start the stack once per module.
+    """
+
+    stack: PacificaStack | None = None
+    users = 0
+    failure: str | None = None
+
+
 @pytest.fixture(scope="session")
 def pacifica_stack() -> Iterator[PacificaStack]:
     """Start the real Pacifica stack once per session (wiped state, fixtures); stop it after."""
     reason = stack_unavailable_reason()
     if reason is not None:
         _skip_or_fail(reason)
+    if _Shared.failure is not None:
+        pytest.fail(_Shared.failure, pytrace=False)
+    if _Shared.stack is None:
+        try:
+            _Shared.stack = start_stack(notify_url())
+        except StackError as exc:
+            _Shared.failure = f"could not start the Pacifica stack:\n{exc}"
+            pytest.fail(_Shared.failure, pytrace=False)
+    _Shared.users += 1
     try:
-        stack = start_stack(notify_url())
-    except StackError as exc:
-        pytest.fail(f"could not start the Pacifica stack:\n{exc}", pytrace=False)
-    try:
-        yield stack
+        yield _Shared.stack
     finally:
-        stop_stack()
+        _Shared.users -= 1
+        if _Shared.users == 0:
+            _Shared.stack = None
+            stop_stack()
 
 
 class ReceivedRequest:
