@@ -164,6 +164,107 @@ class RouteRun(BaseModel):
         indexes = ((("event", "route"), True),)
 
 
+class DeliveryStatus(enum.IntEnum):
+    """Where one (event, subscription) delivery is; PENDING waits for ``next_attempt``."""
+
+    PENDING = 0
+    DELIVERED = 200
+    REJECTED = 403
+    FAILED = 400
+    DEAD = 410
+    CANCELLED = 499
+
+    @property
+    def final(self) -> bool:
+        """True once no further attempt is scheduled."""
+        return self is not DeliveryStatus.PENDING
+
+
+class Subscription(BaseModel):
+    """A user's subscription: a JSONPath and the URL matching events are sent to."""
+
+    uuid = peewee.UUIDField(primary_key=True, default=uuidlib.uuid4)
+    name = peewee.CharField(max_length=255, index=True)
+    jsonpath = peewee.TextField()
+    user = peewee.CharField(max_length=255, index=True)
+    target_url = peewee.TextField()
+    version = peewee.CharField(max_length=16, default="v0.1")
+    extensions = JSONTextField(default=dict)
+    auth = JSONTextField(default=dict)
+    secret = peewee.TextField(null=True)
+    disabled = UTCDateTimeField(null=True, index=True)
+    error = peewee.TextField(null=True)
+    failures = peewee.IntegerField(default=0)
+    created = UTCDateTimeField(default=utcnow, index=True)
+    updated = UTCDateTimeField(default=utcnow, index=True)
+    deleted = UTCDateTimeField(null=True, index=True)
+
+    class Meta:
+        table_name = "dispatcher_subscription"
+
+
+class SubscriptionRevision(BaseModel):
+    """One row whose counter is bumped with every subscription change (cache invalidation)."""
+
+    id = peewee.IntegerField(primary_key=True)
+    revision = peewee.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "dispatcher_subscription_revision"
+
+
+class Delivery(BaseModel):
+    """One matched (event, subscription) pair and where its delivery stands."""
+
+    id = peewee.AutoField()
+    uuid = peewee.UUIDField(default=uuidlib.uuid4, unique=True)
+    event = peewee.ForeignKeyField(EventRecord, backref="deliveries", on_delete="CASCADE")
+    subscription = peewee.ForeignKeyField(Subscription, backref="deliveries", on_delete="CASCADE")
+    status = peewee.IntegerField(default=int(DeliveryStatus.PENDING), index=True)
+    attempts = peewee.IntegerField(default=0)
+    next_attempt = UTCDateTimeField(null=True, index=True)
+    lease_until = UTCDateTimeField(null=True)
+    enqueued = UTCDateTimeField(null=True)
+    policy_status = peewee.IntegerField(null=True)
+    policy_body = peewee.TextField(null=True)
+    target_status = peewee.IntegerField(null=True)
+    target_body = peewee.TextField(null=True)
+    error = peewee.TextField(null=True)
+    budget_start = UTCDateTimeField(default=utcnow)
+    finished = UTCDateTimeField(null=True)
+    created = UTCDateTimeField(default=utcnow, index=True)
+    updated = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "dispatcher_delivery"
+        indexes = ((("event", "subscription"), True),)
+
+    @property
+    def delivery_status(self) -> DeliveryStatus:
+        """``status`` as a ``DeliveryStatus``."""
+        return DeliveryStatus(self.status)
+
+
+class DeliveryAttempt(BaseModel):
+    """One HTTP request made for a delivery: the policy check or the POST to the target."""
+
+    id = peewee.AutoField()
+    delivery = peewee.ForeignKeyField(Delivery, backref="attempt_log", on_delete="CASCADE")
+    number = peewee.IntegerField()
+    kind = peewee.CharField(max_length=16)
+    status_code = peewee.IntegerField(null=True)
+    response = peewee.TextField(null=True)
+    error = peewee.TextField(null=True)
+    duration = peewee.FloatField()
+    created = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "dispatcher_delivery_attempt"
+
+
+IntegrityError = peewee.IntegrityError
+
+
 def open_database(url: str) -> peewee.Database:
     """Connect the models to the database at ``url`` (peewee URL syntax) and return it.
 
@@ -189,6 +290,19 @@ def open_database(url: str) -> peewee.Database:
     return database
 
 
+def write_transaction() -> Any:
+    """A transaction (or savepoint) for writes.
+
+    On SQLite it begins with ``BEGIN IMMEDIATE``: a transaction that reads and
+    then writes would otherwise fail at once with "database is locked" when
+    another connection wrote in between, without waiting for the busy timeout.
+    """
+    database = database_proxy.obj
+    if isinstance(database, peewee.SqliteDatabase) and not database.in_transaction():
+        return database.atomic("IMMEDIATE")
+    return database_proxy.atomic()
+
+
 # --- schema versions -------------------------------------------------------------------------
 
 Migration = Callable[[peewee.Database], None]
@@ -210,6 +324,12 @@ def migration(version: int, description: str) -> Callable[[Migration], Migration
 @migration(1, "events and route runs")
 def _create_event_tables(database: peewee.Database) -> None:
     database.create_tables([EventRecord, RouteRun])
+
+
+@migration(2, "subscriptions, deliveries and delivery attempts")
+def _create_subscription_tables(database: peewee.Database) -> None:
+    database.create_tables([Subscription, SubscriptionRevision, Delivery, DeliveryAttempt])
+    SubscriptionRevision.insert(id=1, revision=0).on_conflict_ignore().execute()
 
 
 def code_schema_version() -> int:

@@ -1,0 +1,178 @@
+"""Drop-in commands for scripts written against pacifica-notifications 0.5.2.
+
+``pacifica-notifications [-c CONFIG] [--cpconfig CPCONFIG] [-p PORT] [-a ADDRESS]``
+serves the same API (``/receive``, ``/eventmatch``) on port 8070 by default;
+``pacifica-notifications-cmd`` keeps ``dbchk [--equal]``, ``dbsync``,
+``eventget``, ``eventpurge`` and ``eventretry`` with upstream's output and exit
+status (0 on success; 255, upstream's ``-1``, on failure). An upstream
+``config.ini`` (sections ``[notifications]``, ``[celery]``, ``[database]``)
+is read for the settings it names; the environment still wins where both set one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pacifica.dispatcher import delivery_log, dispatch
+from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.errors import DispatcherError
+from pacifica.dispatcher.storage import (
+    EventRecord,
+    RouteRun,
+    check_schema,
+    open_database,
+    sync_schema,
+)
+
+FAILURE = 255  # upstream returned -1 from main, which the shell sees as 255
+UPSTREAM_KEYS = {
+    ("notifications", "policy_url"): "POLICY_URL",
+    ("notifications", "user_header"): "USER_HEADER",
+    ("DEFAULT", "default_user"): "DEFAULT_USER",
+    ("celery", "broker_url"): "BROKER_URL",
+    ("celery", "backend_url"): "BACKEND_URL",
+    ("database", "peewee_url"): "DATABASE_URL",
+}
+DEFAULT_CONFIG = Path("~/.pacifica-notifications/config.ini")
+
+
+def upstream_settings(config_file: str | None) -> Settings:
+    """Settings from the environment plus an upstream notifications ``config.ini`` (if any).
+
+    Raises:
+        ConfigurationError: a value cannot be parsed.
+    """
+    path = Path(
+        config_file or os.environ.get("NOTIFICATIONS_CONFIG") or DEFAULT_CONFIG
+    ).expanduser()
+    environ = dict(os.environ)
+    if path.is_file():
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(path, encoding="utf-8")
+        for (section, option), name in UPSTREAM_KEYS.items():
+            value = parser.get(section, option, fallback=None)
+            if value and name not in environ:
+                environ[name] = value.replace("sqliteext://", "sqlite://")
+    return Settings.from_env(environ)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pacifica-notifications``: run the server (receiver, /eventmatch, and on the embedded broker a worker)."""
+    parser = argparse.ArgumentParser(
+        prog="pacifica-notifications", description="Run the notifications server."
+    )
+    parser.add_argument("-c", "--config", help="notifications config.ini")
+    parser.add_argument(
+        "--cpconfig", default=os.environ.get("NOTIFICATIONS_CPCONFIG"), help="cherrypy config file"
+    )
+    parser.add_argument("-p", "--port", type=int, default=8070, help="port to listen on [8070]")
+    parser.add_argument(
+        "-a", "--address", default="localhost", help="address to listen on [localhost]"
+    )
+    args = parser.parse_args(argv)
+    from pacifica.dispatcher import service
+
+    try:
+        settings = upstream_settings(args.config)
+        built = service.build(settings)
+        cpconfig = args.cpconfig if args.cpconfig and Path(args.cpconfig).is_file() else None
+        service.run_server(built, args.address, args.port, cpconfig)
+    except DispatcherError as exc:
+        print(f"pacifica-notifications: error: {exc}", file=sys.stderr)
+        return FAILURE
+    return 0
+
+
+def build_cmd_parser() -> argparse.ArgumentParser:
+    """The ``pacifica-notifications-cmd`` parser (upstream's subcommands and flags)."""
+    parser = argparse.ArgumentParser(
+        prog="pacifica-notifications-cmd", description="Admin commands."
+    )
+    parser.add_argument("-c", "--config", help="notifications config.ini")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("dbsync", help="create or upgrade the database schema")
+    dbchk = commands.add_parser(
+        "dbchk", help="exit 0 when the schema is usable, non-zero otherwise"
+    )
+    dbchk.add_argument("--equal", action="store_true", help="require the exact schema version")
+    for name in ("eventget", "eventpurge", "eventretry"):
+        sub = commands.add_parser(name)
+        sub.add_argument("uuids", nargs="*", metavar="UUID")
+        sub.add_argument("--date-format", default="%Y-%m-%d %H:%M:%S")
+        if name == "eventget":
+            sub.add_argument("--limit", type=int, default=10)
+            sub.add_argument("--start-date")
+            sub.add_argument("--end-date")
+        if name == "eventpurge":
+            sub.add_argument("--older-than-date")
+            sub.add_argument("--limit", type=int)
+    return parser
+
+
+def cmd(argv: Sequence[str] | None = None) -> int:
+    """``pacifica-notifications-cmd``: upstream's admin commands on this service's database."""
+    args = build_cmd_parser().parse_args(argv)
+    try:
+        settings = upstream_settings(args.config)
+        database = open_database(settings.effective_database_url)
+        if args.command == "dbsync":
+            sync_schema(database)
+            return 0
+        if args.command == "dbchk":
+            check_schema(database)  # one version number: --equal and the default agree
+            return 0
+        check_schema(database)
+        return _event_command(args, settings)
+    except (DispatcherError, ValueError) as exc:
+        print(f"pacifica-notifications-cmd: {exc}", file=sys.stderr)
+        return FAILURE
+
+
+def _date(text: str | None, fmt: str, default: datetime) -> datetime:
+    if not text:
+        return default
+    return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+
+
+def _event_command(args: argparse.Namespace, settings: Settings) -> int:
+    now = datetime.now(timezone.utc)
+    if args.command == "eventget":
+        start = _date(args.start_date, args.date_format, now - timedelta(days=1))
+        end = _date(args.end_date, args.date_format, now)
+        if start > end:
+            raise ValueError("start date is after end date")
+        records = _records(args.uuids) or dispatch.recent(args.limit, since=start, until=end)
+        for record in records:
+            print(f"Event - {record.uuid}\n{json.dumps(record.document, ensure_ascii=False)}")
+            for row in delivery_log.describe(record.uuid):
+                print(
+                    f"    ELM {row['subscription']} ({row['created']}) policy {row['policy']} target {row['target']}"
+                )
+        return 0
+    if args.command == "eventpurge":
+        if args.uuids:
+            ids = [r.uuid for r in _records(args.uuids)]
+            RouteRun.delete().where(RouteRun.event.in_(ids)).execute()
+            EventRecord.delete().where(EventRecord.uuid.in_(ids)).execute()
+        else:
+            older = _date(args.older_than_date, args.date_format, now - timedelta(days=1))
+            dispatch.purge(older, args.limit)
+        delivery_log.purge_orphans()
+        return 0
+    from pacifica.dispatcher import cli
+
+    task_ids = [str(r.uuid) for r in _records(args.uuids)]
+    if not task_ids:
+        return 0
+    return 0 if cli.main(["events", "retry", *task_ids]) == 0 else FAILURE
+
+
+def _records(uuids: list[str]) -> list[EventRecord]:
+    return [dispatch.get_record(u) for u in uuids]
