@@ -1,19 +1,28 @@
 """Packaging for pacifica-dispatcher (tool configuration lives in pyproject.toml)."""
 
+from pathlib import Path
+
 from setuptools import find_namespace_packages, setup
 
 setup(
     name="pacifica-dispatcher",
     version="0.3.0",
     description="Turn new data in a Pacifica repository into work: CloudEvents in, Celery handlers out.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="LGPL-3.0-or-later",
     python_requires=">=3.10",
     # `pacifica` is a PEP 420 namespace shared with the other pacifica-* distributions.
-    packages=find_namespace_packages(include=["pacifica.*"]),
+    # The cookiecutter template (top-level template/) ships as pacifica/dispatcher/template
+    # for `pacifica-dispatcher new`; glob's * skips dot-files, hence the .* patterns.
+    packages=[*find_namespace_packages(include=["pacifica.*"]), "pacifica.dispatcher.template"],
+    package_dir={"pacifica.dispatcher.template": "template"},
     include_package_data=True,
-    package_data={"pacifica.dispatcher": ["py.typed", "template/**/*", "template/**/.*", "template/**/.*/*"]},
+    package_data={
+        "pacifica.dispatcher": ["py.typed"],
+        "pacifica.dispatcher.template": ["**/*", "**/.*", "**/.*/**/*", "**/.*/**/.*"],
+    },
+    exclude_package_data={"pacifica.dispatcher.template": ["__pycache__/*", "*.pyc"]},
     install_requires=[
         "celery[redis]>=5.3,<6",
         "cherrypy>=18.8",
@@ -34,6 +43,7 @@ setup(
             "psycopg2-binary>=2.9",
             "pytest>=8",
             "pytest-timeout>=2.3",
+            "gunicorn>=21",
             "ruff>=0.5",
             "types-requests",
         ],
@@ -41,6 +51,8 @@ setup(
     entry_points={
         "console_scripts": [
             "pacifica-dispatcher = pacifica.dispatcher.cli:main",
+            "pacifica-notifications = pacifica.dispatcher.notifications_compat:main",
+            "pacifica-notifications-cmd = pacifica.dispatcher.notifications_compat:cmd",
         ],
     },
     classifiers=[

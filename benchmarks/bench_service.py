@@ -856,8 +856,8 @@ def _census_post(app: Any, event_id: str) -> str:
 def sql_census(events: int = 200) -> dict[str, Any]:
     """SQL statements and time per event for our receiver and worker code, in-process.
 
-    Drives the real receiver WSGI app (``POST /receive``, with an enqueue that
-    only returns the ids) and then the worker task's body
+    Drives the real receiver WSGI app (``POST /receive`` through the group-commit
+    intake, with a publisher that only returns the ids) and then the worker task's body
     (``dispatch.process``) on a scratch SQLite file in WAL mode, as in the
     benchmark, logging every statement peewee executes and profiling both
     loops with cProfile. No broker and no HTTP server are involved.
@@ -867,6 +867,7 @@ def sql_census(events: int = 200) -> dict[str, Any]:
     from benchmarks.bench_app import create_router
     from pacifica.dispatcher import dispatch
     from pacifica.dispatcher.config import Settings
+    from pacifica.dispatcher.intake import Intake
     from pacifica.dispatcher.storage import open_database, sync_schema
     from pacifica.dispatcher.web import create_app
 
@@ -888,7 +889,7 @@ def sql_census(events: int = 200) -> dict[str, Any]:
         os.environ["BENCH_RECORD_FILE"] = f"{scratch}/handled.txt"
         router = create_router(settings)
         cherrypy.config.update({"log.screen": False, "environment": "embedded"})
-        app = create_app(settings, list)
+        app = create_app(settings, Intake(list).submit)
         old_level = peewee_log.level
         peewee_log.addHandler(collect)
         peewee_log.setLevel(logging.DEBUG)

@@ -10,10 +10,12 @@ import argparse
 import json
 import logging
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
-from pacifica.dispatcher import __version__, dispatch
+from pacifica.dispatcher import __version__, delivery_log, dispatch
 from pacifica.dispatcher.config import Settings, settings_table
 from pacifica.dispatcher.errors import DispatcherError
 from pacifica.dispatcher.router import Router
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(commands)
     _add_db(commands)
     _add_events(commands)
+    _add_new(commands)
     return parser
 
 
@@ -85,12 +88,51 @@ def _add_events(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     get.add_argument("--since", type=parse_date, help="created at or after (ISO date/time)")
     get.add_argument("--until", type=parse_date, help="created before (ISO date/time)")
     get.add_argument("--limit", type=int, default=10, help="how many recent events [10]")
-    purge = actions.add_parser("purge", help="delete events created before a date")
+    purge = actions.add_parser(
+        "purge", help="delete events created before a date, with their delivery records"
+    )
     purge.add_argument("--older-than", type=parse_date, required=True, help="ISO date/time")
     purge.add_argument("--limit", type=int, help="delete at most this many")
     actions.add_parser("requeue", help="enqueue stranded events (accepted or stuck) again")
-    retry = actions.add_parser("retry", help="run events again (routes that succeeded stay done)")
+    retry = actions.add_parser(
+        "retry",
+        help="run events again (routes that succeeded stay done) and redeliver their "
+        "dead-lettered, failed or refused deliveries",
+    )
     retry.add_argument("ids", nargs="+", metavar="ID", help="task ids")
+
+
+def _add_new(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    new = commands.add_parser(
+        "new",
+        help="create a pacifica-dispatcher-<name> project from the template",
+        description="Create a dispatcher project: 'Hello, world!' makes "
+        "pacifica-dispatcher-hello-world with package pacifica/dispatcher_hello_world.",
+    )
+    new.add_argument("name", nargs="?", default="Example", help="project name [Example]")
+    new.add_argument("--output-dir", default=".", help="where to create the project [.]")
+    new.add_argument("--no-input", action="store_true", help="do not prompt for the name")
+
+
+# Upstream projects ran `python -m pacifica.dispatcher_example --port N`: serve's options alone.
+SERVE_OPTIONS = ("--host", "--port", "--config", "--with-worker", "--no-worker")
+
+
+def serve_by_default(argv: Sequence[str] | None) -> list[str]:
+    """The arguments, with ``serve`` put in front when they start with one of serve's options."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0].split("=", 1)[0] in SERVE_OPTIONS:
+        return ["serve", *args]
+    return args
+
+
+def _new(args: argparse.Namespace) -> int:
+    from pacifica.dispatcher import scaffold
+
+    project = scaffold.create_project(args.name, args.output_dir, no_input=args.no_input)
+    steps = "\n".join(f"  {step}" for step in scaffold.next_steps(project))
+    print(f"created {project}\n\nnext:\n{steps}")
+    return 0
 
 
 def parse_date(text: str) -> datetime:
@@ -112,11 +154,13 @@ def main(
     worker_app: str | None = None,
 ) -> int:
     """Run the CLI; scaffolded projects pass their own router factory and worker app path."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(serve_by_default(argv))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        if args.command == "new":  # needs no settings: scaffolding must work anywhere
+            return _new(args)
         settings = Settings.from_env()
         return _run(args, settings, router_factory, worker_app)
     except DispatcherError as exc:
@@ -195,10 +239,12 @@ def _events(
             else dispatch.recent(limit=args.limit, since=args.since, until=args.until)
         )
         for record in records:
-            print(json.dumps(dispatch.describe(record), ensure_ascii=False, indent=2))
+            shown = {**dispatch.describe(record), "deliveries": delivery_log.describe(record.uuid)}
+            print(json.dumps(shown, ensure_ascii=False, indent=2))
         return 0
     if action == "purge":
         deleted = dispatch.purge(args.older_than, args.limit)
+        delivery_log.purge_orphans()
         print(f"purged {deleted} event(s) created before {args.older_than.isoformat()}")
         return 0
     router = router_factory(settings) if router_factory else None
@@ -210,4 +256,16 @@ def _events(
     sent = built.enqueue(ids)
     dispatch.mark_enqueued(sent)
     print(f"enqueued {len(sent)} of {len(ids)} event(s)")
+    if action == "retry":
+        return max(_retry_deliveries(built.celery, ids), int(len(sent) != len(ids)))
+    return 0 if len(sent) == len(ids) else 1
+
+
+def _retry_deliveries(celery_app: Any, task_ids: list[str]) -> int:
+    """Make the events' dead-lettered and failed deliveries pending again and send them."""
+    from pacifica.dispatcher.worker import send_deliveries
+
+    ids = delivery_log.reset_for_retry([uuid.UUID(t) for t in task_ids])
+    sent = send_deliveries(celery_app, ids)
+    print(f"redelivering {len(sent)} of {len(ids)} deliver(y/ies)")
     return 0 if len(sent) == len(ids) else 1

@@ -98,6 +98,13 @@ class Settings:
     worker_concurrency: int = _setting(
         "WORKER_CONCURRENCY", 2, "Worker processes started by `serve` and `worker`.", _positive_int
     )
+    worker_prefetch: int = _setting(
+        "WORKER_PREFETCH",
+        4,
+        "Messages each worker process reserves ahead (unacknowledged until done, so a crash "
+        "returns them); use 1 when handlers are long.",
+        _positive_int,
+    )
     user_header: str = _setting(
         "USER_HEADER", "Http-Remote-User", "Request header that names the subscription owner."
     )

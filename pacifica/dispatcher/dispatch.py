@@ -27,8 +27,8 @@ from pacifica.dispatcher.storage import (
     EventStatus,
     RouteRun,
     RunStatus,
-    database_proxy,
     utcnow,
+    write_transaction,
 )
 
 log = logging.getLogger(__name__)
@@ -43,63 +43,72 @@ class Acceptance:
 
 
 def accept(events: Sequence[ReceivedEvent]) -> list[Acceptance]:
-    """Store events and return their task ids; a batch is stored in one transaction.
+    """Store events in one transaction and return their task ids (see ``accept_many``)."""
+    return accept_many([events])[0]
 
-    New events are marked as enqueued, optimistically: the caller publishes
-    their messages next and calls ``mark_unsent`` for any the broker refused.
-    An event whose (source, id) is already stored is not stored again: its
-    original record is returned with ``created=False``.
+
+def accept_many(groups: Sequence[Sequence[ReceivedEvent]]) -> list[list[Acceptance]]:
+    """Store several requests' events in one transaction; one list of acceptances per request.
+
+    An event whose (source, id) is already stored, or appears earlier in the
+    same call, is not stored again: the original task id comes back with
+    ``created=False``. New events have no ``enqueued`` time until their
+    message is published (``mark_enqueued``).
+
+    Raises:
+        peewee.IntegrityError: another process stored one of these events at
+            the same moment; calling again resolves it as a duplicate.
     """
     now = utcnow()
-    if len(events) == 1:  # one statement in autocommit: the common case stays cheap
-        return [_accept_one(events[0], now, savepoint=False)]
-    with database_proxy.atomic():
-        return [_accept_one(received, now, savepoint=True) for received in events]
+    with write_transaction():
+        known = _existing_ids([e for group in groups for e in group])
+        rows: list[dict[str, Any]] = []
+        results = [[_accept_row(e, known, rows, now) for e in group] for group in groups]
+        for start in range(0, len(rows), 200):
+            EventRecord.insert_many(rows[start : start + 200]).execute()
+    return results
 
 
-def _accept_one(received: ReceivedEvent, now: datetime, savepoint: bool) -> Acceptance:
-    fields = {
-        "event_id": received.id,
-        "source": received.source,
-        "event_type": received.type,
-        "spec_version": received.specversion,
-        "event_time": received.time,
-        "content_type": received.event.get_datacontenttype(),
-        "document": received.document,
-        "enqueued": now,
-        "created": now,
-        "updated": now,
-    }
-    try:
-        if savepoint:  # a duplicate must not abort the rest of the batch
-            with database_proxy.atomic():
-                record = EventRecord.create(**fields)
-        else:
-            record = EventRecord.create(**fields)
-    except peewee.IntegrityError:
-        duplicate = _find_duplicate(received)
-        if duplicate is None:
-            raise
-        return Acceptance(str(duplicate), created=False)
-    return Acceptance(str(record.uuid), created=True)
+def _existing_ids(events: Sequence[ReceivedEvent]) -> dict[tuple[str, str], str]:
+    wanted = {(e.source, e.id) for e in events}
+    ids = sorted({event_id for _, event_id in wanted})
+    found: dict[tuple[str, str], str] = {}
+    for start in range(0, len(ids), 500):
+        query = EventRecord.select(EventRecord.uuid, EventRecord.source, EventRecord.event_id)
+        for row in query.where(EventRecord.event_id.in_(ids[start : start + 500])):
+            if (row.source, row.event_id) in wanted:
+                found[(row.source, row.event_id)] = str(row.uuid)
+    return found
 
 
-def _find_duplicate(received: ReceivedEvent) -> uuidlib.UUID | None:
-    row = (
-        EventRecord.select(EventRecord.uuid)
-        .where((EventRecord.source == received.source) & (EventRecord.event_id == received.id))
-        .first()
+def _accept_row(
+    received: ReceivedEvent,
+    known: dict[tuple[str, str], str],
+    rows: list[dict[str, Any]],
+    now: datetime,
+) -> Acceptance:
+    key = (received.source, received.id)
+    if key in known:
+        return Acceptance(known[key], created=False)
+    uuid = uuidlib.uuid4()
+    known[key] = str(uuid)
+    rows.append(
+        {
+            "uuid": uuid,
+            "event_id": received.id,
+            "source": received.source,
+            "event_type": received.type,
+            "spec_version": received.specversion,
+            "event_time": received.time,
+            "content_type": received.event.get_datacontenttype(),
+            "document": received.document,
+            "status": int(EventStatus.ACCEPTED),
+            "attempts": 0,
+            "created": now,
+            "updated": now,
+        }
     )
-    return None if row is None else row.uuid
-
-
-def mark_unsent(uuids: Iterable[str]) -> None:
-    """Record that these events' messages were not published, so the sweeper sends them."""
-    ids = [uuidlib.UUID(u) for u in uuids]
-    if ids:
-        EventRecord.update(enqueued=None, updated=utcnow()).where(
-            EventRecord.uuid.in_(ids)
-        ).execute()
+    return Acceptance(str(uuid), created=True)
 
 
 def mark_enqueued(uuids: Iterable[str]) -> None:
@@ -141,9 +150,12 @@ def process(task_id: str, router: Router) -> EventStatus:
     ).where(EventRecord.uuid == record.uuid).execute()
     received = parse_document(record.document)
     routes = list(router.match(received.document))
-    previous = {
-        run.route: run for run in RouteRun.select().where(RouteRun.event == record.uuid)
-    }
+    first_attempt = record.attempts == 0  # nothing can have run yet: skip the lookup
+    previous = (
+        {}
+        if first_attempt
+        else {run.route: run for run in RouteRun.select().where(RouteRun.event == record.uuid)}
+    )
     outcomes = [
         _run_unless_done(record, route, received, previous.get(route.name)) for route in routes
     ]
@@ -189,7 +201,7 @@ def _run_unless_done(
 def _record_run(record: EventRecord, route: str, result: dict[str, Any], new: bool) -> None:
     if new:
         try:
-            with database_proxy.atomic():
+            with write_transaction():
                 RouteRun.insert(event=record.uuid, route=route, attempts=1, **result).execute()
             return
         except peewee.IntegrityError:  # another delivery of this event recorded it first
@@ -202,8 +214,8 @@ def _record_run(record: EventRecord, route: str, result: dict[str, Any], new: bo
 def stranded(requeue_after: float, processing_lease: float, limit: int = 500) -> list[str]:
     """Claim and return events to enqueue again.
 
-    That is: events whose message was never sent, events still ``202 Accepted``
-    ``requeue_after`` seconds after their message was sent, and events
+    That is: events still ``202 Accepted`` ``requeue_after`` seconds after they
+    arrived with no message sent, or after their message was sent; and events
     ``102 Processing`` for longer than ``processing_lease`` (their worker died).
     Claiming bumps ``enqueued`` conditionally, so two sweepers never both take one.
     """
@@ -214,7 +226,11 @@ def stranded(requeue_after: float, processing_lease: float, limit: int = 500) ->
         .where(
             EventRecord.deleted.is_null()
             & (
-                ((EventRecord.status == accepted) & EventRecord.enqueued.is_null())
+                (
+                    (EventRecord.status == accepted)
+                    & EventRecord.enqueued.is_null()
+                    & (EventRecord.created < now - timedelta(seconds=requeue_after))
+                )
                 | (
                     (EventRecord.status == accepted)
                     & (EventRecord.enqueued < now - timedelta(seconds=requeue_after))
@@ -250,7 +266,7 @@ def reset_for_retry(task_ids: Iterable[str]) -> list[str]:
         ValueError: an id is not a UUID.
     """
     records = [get_record(t) for t in task_ids]
-    with database_proxy.atomic():
+    with write_transaction():
         for record in records:
             EventRecord.update(
                 status=int(EventStatus.ACCEPTED), enqueued=None, finished=None, updated=utcnow()
@@ -267,7 +283,7 @@ def purge(older_than: datetime, limit: int | None = None) -> int:
     deleted = 0
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        with database_proxy.atomic():
+        with write_transaction():
             RouteRun.delete().where(RouteRun.event.in_(chunk)).execute()
             deleted += EventRecord.delete().where(EventRecord.uuid.in_(chunk)).execute()
     return int(deleted)

@@ -81,6 +81,10 @@ class NotFoundError(DispatcherError, LookupError):
     """A task, event or subscription id that does not exist (for this user)."""
 
 
+class StorageUnavailableError(DispatcherError, RuntimeError):
+    """The database did not store an event in time; the client should send it again."""
+
+
 class SchemaMismatchError(DispatcherError, RuntimeError):
     """The database schema is not the one this code expects: run ``pacifica-dispatcher db sync``."""
 

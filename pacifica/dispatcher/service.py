@@ -18,9 +18,11 @@ import peewee
 from celery import Celery
 
 from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.intake import Intake
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.storage import check_schema, open_database, schema_version, sync_schema
-from pacifica.dispatcher.web import create_app, serve
+from pacifica.dispatcher.subscription_handler import SubscriptionHandler
+from pacifica.dispatcher.web import EventMatch, create_app, serve
 from pacifica.dispatcher.worker import create_celery, default_router, enqueue
 
 log = logging.getLogger(__name__)
@@ -40,8 +42,11 @@ class Service:
         return enqueue(self.celery, task_ids)
 
     def wsgi_app(self, mounts: dict[str, object] | None = None) -> Any:
-        """The receiver/status WSGI application."""
-        return create_app(self.settings, self.enqueue, mounts)
+        """The receiver/status WSGI app; /eventmatch too when the router has the registry's route."""
+        registry = any(isinstance(r.event_handler, SubscriptionHandler) for r in self.router.routes)
+        builtin: dict[str, object] = {"eventmatch": EventMatch(self.settings)} if registry else {}
+        intake = Intake(self.enqueue)
+        return create_app(self.settings, intake.submit, {**builtin, **(mounts or {})})
 
 
 def build(

@@ -21,13 +21,15 @@ import peewee
 from celery import Celery, Task
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from pacifica.dispatcher import dispatch
+from pacifica.dispatcher import delivery, delivery_log, dispatch
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.storage import check_schema, database_proxy, open_database
+from pacifica.dispatcher.subscription_handler import SubscriptionHandler, add_subscription_route
 
 log = logging.getLogger(__name__)
 TASK_NAME = "pacifica.dispatcher.process"
+DELIVERY_TASK = "pacifica.dispatcher.deliver"
 
 
 @dataclass
@@ -38,6 +40,13 @@ class WorkerContext:
     router: Router
     _database: peewee.Database | None = field(default=None, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _session: Any = field(default=None, repr=False)
+
+    def session(self) -> Any:
+        """This process's HTTP session for policy checks and webhook deliveries."""
+        if self._session is None:
+            self._session = delivery.new_session()
+        return self._session
 
     def database(self) -> peewee.Database:
         """Open the database on first use in this process and check its schema.
@@ -96,7 +105,7 @@ def create_celery(settings: Settings, router: Router, name: str = "pacifica.disp
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_ignore_result=True,
-        worker_prefetch_multiplier=1,
+        worker_prefetch_multiplier=settings.worker_prefetch,
         worker_concurrency=settings.worker_concurrency,
         worker_redirect_stdouts=False,
         broker_connection_retry_on_startup=True,
@@ -106,6 +115,10 @@ def create_celery(settings: Settings, router: Router, name: str = "pacifica.disp
     )
     app.dispatcher_context = WorkerContext(settings, router)
     app.task(name=TASK_NAME, bind=True, ignore_result=True)(process_task)
+    app.task(name=DELIVERY_TASK, bind=True, ignore_result=True)(deliver_task)
+    for route in router.routes:
+        if isinstance(route.event_handler, SubscriptionHandler):
+            route.event_handler.send = DeliverySender(app)
     worker_ready.connect(start_sweeper, weak=False, dispatch_uid="pacifica.dispatcher.sweeper")
     worker_shutdown.connect(stop_sweeper, weak=False, dispatch_uid="pacifica.dispatcher.stop")
     worker_process_init.connect(forget_parent_connection, weak=False, dispatch_uid="pacifica.fork")
@@ -117,6 +130,59 @@ def process_task(task: Task, task_id: str) -> str:
     context: WorkerContext = task.app.dispatcher_context
     context.database()
     return dispatch.process(task_id, context.router).http
+
+
+def deliver_task(task: Task, delivery_id: int) -> str | None:
+    """Celery task: one attempt at one delivery; a retry soon enough is sent with a countdown.
+
+    A retry further away than the processing lease (the Redis visibility
+    timeout is 60 s longer) gets no message: the sweeper sends it when due.
+    """
+    context: WorkerContext = task.app.dispatcher_context
+    context.database()
+    outcome = delivery.attempt(delivery_id, context.settings, context.session())
+    if outcome is None:
+        return None
+    if outcome.retry_in is not None and outcome.retry_in <= context.settings.processing_lease:
+        send_deliveries(task.app, [delivery_id], countdown=outcome.retry_in)
+    return outcome.status.name
+
+
+def send_deliveries(app: Celery, delivery_ids: Iterable[int], countdown: float = 0) -> list[int]:
+    """Send one delivery message per id without retrying; return the ids the broker took."""
+    sent = []
+    for delivery_id in delivery_ids:
+        try:
+            app.send_task(DELIVERY_TASK, args=[delivery_id], countdown=countdown, retry=False)
+        except Exception as exc:  # kombu raises several unrelated types when down
+            log.warning(
+                "broker unavailable, delivery %s left for the sweeper: %s", delivery_id, exc
+            )
+            break
+        sent.append(delivery_id)
+    delivery_log.mark_enqueued(sent)
+    return sent
+
+
+@dataclass(frozen=True)
+class DeliverySender:
+    """The subscription handler's ``send``: queue deliveries on this app's delivery task."""
+
+    app: Celery
+
+    def __call__(self, delivery_ids: list[int]) -> list[int]:
+        return send_deliveries(self.app, delivery_ids)
+
+
+def requeue_due_deliveries(app: Celery) -> list[int]:
+    """Send every pending delivery whose time has come and gone without a message."""
+    context: WorkerContext = app.dispatcher_context
+    context.database()
+    ids = delivery_log.sweep_due(context.settings.requeue_after)
+    sent = send_deliveries(app, ids)
+    if sent:
+        log.info("sent %d overdue deliver(y/ies)", len(sent))
+    return sent
 
 
 def enqueue(app: Celery, task_ids: Iterable[str]) -> list[str]:
@@ -153,6 +219,7 @@ def _sweep_forever(app: Celery) -> None:
     while not context._stop.is_set():
         try:
             requeue_stranded(app)
+            requeue_due_deliveries(app)
         except Exception:  # the sweeper must outlive a database or broker outage
             log.exception("stranded-event sweep failed; trying again later")
         context._stop.wait(context.settings.requeue_interval)
@@ -181,9 +248,11 @@ def forget_parent_connection(**_: Any) -> None:
 
 
 def default_router(settings: Settings) -> Router:
-    """The stand-alone service's router: only the built-in routes."""
-    del settings  # the subscription registry's route joins here
-    return Router()
+    """The stand-alone service's router: the subscription registry's route."""
+    del settings
+    router = Router()
+    add_subscription_route(router)
+    return router
 
 
 def __getattr__(name: str) -> Any:

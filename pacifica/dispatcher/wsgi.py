@@ -1,7 +1,10 @@
 """WSGI entry for uWSGI and gunicorn: ``pacifica.dispatcher.wsgi:application``.
 
-The application is built on first access from the environment's settings, so
-importing this module does no work.
+This module is a composition root: importing it reads the settings and opens
+the database, because WSGI servers look ``application`` up as a plain module
+attribute (uWSGI does not trigger a module ``__getattr__``). Run uWSGI with
+``--lazy-apps`` so each worker process imports it, and so opens its own
+database connection, after the fork.
 """
 
 from __future__ import annotations
@@ -19,9 +22,4 @@ def create_application(settings: Settings | None = None) -> Any:
     return build(settings).wsgi_app()
 
 
-def __getattr__(name: str) -> Any:
-    if name == "application":
-        app = create_application()
-        globals()["application"] = app
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+application = create_application()

@@ -102,17 +102,24 @@ def test_retry_reruns_failed_routes_but_not_succeeded_ones(sqlite_db, ingest_eve
 
 
 def test_unsent_and_lost_events_are_stranded_once(sqlite_db, load_json):
-    unsent, lost, fresh = (
+    unsent, lost, fresh, sent = (
         event_from_dict({**load_json("sop_example_event.json"), "eventID": name})
-        for name in ("unsent", "lost", "fresh")
+        for name in ("unsent", "lost", "fresh", "sent")
     )
-    ids = [a.uuid for a in dispatch.accept([unsent, lost, fresh])]
-    dispatch.mark_unsent(ids[:1])
-    EventRecord.update(enqueued=utcnow() - timedelta(seconds=120)).where(
-        EventRecord.uuid == ids[1]
-    ).execute()
+    ids = [a.uuid for a in dispatch.accept([unsent, lost, fresh, sent])]
+    dispatch.mark_enqueued(ids[1:])
+    two_minutes_ago = utcnow() - timedelta(seconds=120)
+    EventRecord.update(created=two_minutes_ago).where(EventRecord.uuid << ids[:2]).execute()
+    EventRecord.update(enqueued=two_minutes_ago).where(EventRecord.uuid == ids[1]).execute()
     assert sorted(dispatch.stranded(60, 3600)) == sorted(ids[:2])
     assert dispatch.stranded(60, 3600) == []
+
+
+def test_batch_with_a_repeated_event_stores_it_once(sqlite_db, ingest_event):
+    first, second = dispatch.accept([ingest_event, ingest_event])
+    assert first.created
+    assert (second.uuid, second.created) == (first.uuid, False)
+    assert EventRecord.select().count() == 1
 
 
 def test_event_processing_past_its_lease_is_stranded(sqlite_db, ingest_event):

@@ -9,6 +9,7 @@ import pytest
 from pacifica.dispatcher import dispatch
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.event_handlers import NoopEventHandler
+from pacifica.dispatcher.intake import Intake
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.web import create_app
 from tests.conftest import WSGIClient
@@ -20,34 +21,40 @@ def sent():
 
 
 @pytest.fixture
-def client(sqlite_db, tmp_path, sent):
-    settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path), "MAX_BODY_SIZE": "4096"})
-
-    def enqueue(ids):
+def intake(sent):
+    def publish(ids):
         sent.extend(ids)
         return ids
 
-    return WSGIClient(create_app(settings, enqueue))
+    return Intake(publish)
 
 
-def test_receive_answers_202_with_task_id_and_location(client, sent, load_json):
+@pytest.fixture
+def client(sqlite_db, tmp_path, intake):
+    settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path), "MAX_BODY_SIZE": "4096"})
+    return WSGIClient(create_app(settings, intake.submit))
+
+
+def test_receive_answers_202_with_task_id_and_location(client, intake, sent, load_json):
     response = client.post("/receive", load_json("metadata_ingest_event.json"))
     assert response.status == 202
     task_id = response.json()
     assert response.headers["Location"] == f"/status/{task_id}"
+    assert intake.drain()
     assert sent == [task_id]
     assert dispatch.get_record(task_id).enqueued is not None
     assert client.get(f"/status/{task_id}").json() == "202 Accepted"
 
 
-def test_duplicate_event_answers_200_with_the_original_id(client, sent, load_json):
+def test_duplicate_event_answers_200_with_the_original_id(client, intake, sent, load_json):
     first = client.post("/receive", load_json("metadata_ingest_event.json")).json()
     again = client.post("/receive", load_json("metadata_ingest_event.json"))
     assert (again.status, again.json()) == (200, first)
+    assert intake.drain()
     assert sent == [first]
 
 
-def test_batch_answers_a_list_of_ids(client, sent):
+def test_batch_answers_a_list_of_ids(client, intake, sent):
     batch = [
         {"specversion": "1.0", "id": str(i), "type": "t", "source": "s", "data": [i]}
         for i in range(3)
@@ -58,18 +65,22 @@ def test_batch_answers_a_list_of_ids(client, sent):
         headers={"Content-Type": "application/cloudevents-batch+json"},
     )
     assert response.status == 202
+    assert intake.drain()
     assert response.json() == sent
     assert len(sent) == 3
 
 
 def test_unsent_event_is_still_accepted_and_left_for_the_sweeper(sqlite_db, tmp_path, load_json):
     settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path)})
-    client = WSGIClient(create_app(settings, lambda ids: []))
+    refusing = Intake(lambda ids: [])
+    client = WSGIClient(create_app(settings, refusing.submit))
     response = client.post("/receive", load_json("metadata_ingest_event.json"))
     assert response.status == 202
+    assert refusing.drain()
     record = dispatch.get_record(response.json())
     assert record.enqueued is None
-    assert dispatch.stranded(60, 3600) == [str(record.uuid)]
+    assert dispatch.stranded(60, 3600) == []  # still within its grace period
+    assert dispatch.stranded(0, 3600) == [str(record.uuid)]
 
 
 def test_get_returns_the_upstream_object_with_routes(client, load_json):
@@ -130,3 +141,4 @@ def test_bad_requests_get_json_errors_without_tracebacks(
     assert payload["status"].startswith(str(status))
     assert message in payload["message"]
     assert "Traceback" not in response.body.decode()
+    assert not response.body.endswith(b" ")

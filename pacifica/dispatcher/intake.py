@@ -1,0 +1,142 @@
+"""Group commit for the receiver: request threads hand events over, one writer commits them.
+
+A request thread calls ``Intake.submit`` and waits until its events are
+committed, so its answer still means "stored". Meanwhile the writer thread
+takes everything that queued up and commits it in one transaction: a burst of
+N requests costs one commit, not N. Broker messages are published afterwards
+by a publisher thread, off the request path; an event whose message was never
+published keeps ``enqueued`` empty and the workers' sweeper sends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pacifica.dispatcher import dispatch
+from pacifica.dispatcher.dispatch import Acceptance
+from pacifica.dispatcher.errors import StorageUnavailableError
+from pacifica.dispatcher.events import ReceivedEvent
+
+log = logging.getLogger(__name__)
+Publish = Callable[[list[str]], list[str]]
+
+
+@dataclass
+class _Pending:
+    events: Sequence[ReceivedEvent]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: list[Acceptance] | None = None
+    error: Exception | None = None
+
+
+@dataclass
+class Intake:
+    """Stores events with group commit, then publishes their messages in the background."""
+
+    publish: Publish
+    max_batch: int = 500
+    timeout: float = 60.0
+    _writes: queue.SimpleQueue[_Pending] = field(default_factory=queue.SimpleQueue)
+    _sends: queue.SimpleQueue[tuple[list[str], int]] = field(default_factory=queue.SimpleQueue)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _idle: threading.Condition = field(default_factory=threading.Condition)
+    _unpublished: int = 0
+    _started: bool = False
+
+    def submit(self, events: Sequence[ReceivedEvent]) -> list[Acceptance]:
+        """Store events; return once they are committed.
+
+        Raises:
+            StorageUnavailableError: the database did not commit them in time.
+            Exception: whatever the database raised for these events.
+        """
+        self._start()
+        pending = _Pending(events)
+        with self._idle:
+            self._unpublished += 1
+        self._writes.put(pending)
+        if not pending.done.wait(self.timeout):
+            raise StorageUnavailableError(
+                f"the database did not store the event in {self.timeout}s"
+            )
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every submitted event's message was handed to the broker (for tests)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._unpublished == 0, timeout)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            for target, name in (
+                (self._write_loop, "intake-writer"),
+                (self._publish_loop, "intake-publisher"),
+            ):
+                threading.Thread(target=target, name=name, daemon=True).start()
+            self._started = True
+
+    def _write_loop(self) -> None:
+        while True:
+            self._commit(self._take(self._writes, self._writes.get()))
+
+    def _take(self, source: queue.SimpleQueue[_Pending], first: _Pending) -> list[_Pending]:
+        batch = [first]
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(source.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            results = dispatch.accept_many([p.events for p in batch])
+        except Exception as exc:
+            if len(batch) > 1:  # one bad request must not fail the others: retry one by one
+                for pending in batch:
+                    self._commit([pending])
+                return
+            log.warning("could not store an event: %r", exc)
+            batch[0].error = exc
+            self._finished(1)
+            batch[0].done.set()
+            return
+        fresh = [a.uuid for result in results for a in result if a.created]
+        for pending, result in zip(batch, results, strict=True):
+            pending.result = result
+            pending.done.set()
+        self._sends.put((fresh, len(batch)))
+
+    def _publish_loop(self) -> None:
+        while True:
+            ids, submissions = self._sends.get()
+            try:
+                while True:
+                    more, count = self._sends.get_nowait()
+                    ids, submissions = ids + more, submissions + count
+            except queue.Empty:
+                pass
+            self._send(ids)
+            self._finished(submissions)
+
+    def _send(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        try:
+            dispatch.mark_enqueued(self.publish(ids))
+        except Exception:  # the sweeper publishes whatever is left unmarked
+            log.exception("publishing %d message(s) failed; the sweeper will retry", len(ids))
+
+    def _finished(self, count: int) -> None:
+        with self._idle:
+            self._unpublished -= count
+            self._idle.notify_all()
