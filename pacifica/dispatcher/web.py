@@ -315,7 +315,7 @@ def serve(
             "server.socket_port": port,
             "server.thread_pool": 16,
             "engine.autoreload.on": False,
-            # Errors go to stderr; the per-request access log costs ~8% of a receive.
+            # Errors and accesses reach the root logger (the CLI configures it); no second copy.
             "log.screen": False,
             "checker.on": False,
         }
@@ -323,7 +323,6 @@ def serve(
     if config_file:
         cherrypy.config.update(config_file)
         app.merge(config_file)
-    cherrypy.log.error_log.addHandler(logging.StreamHandler())
     cherrypy.tree.graft(app, "")
     if on_stop is not None:
         cherrypy.engine.subscribe("stop", on_stop)
