@@ -243,7 +243,7 @@ def _events(
             print(json.dumps(shown, ensure_ascii=False, indent=2))
         return 0
     if action == "purge":
-        deleted = dispatch.purge(args.older_than, args.limit)
+        deleted = dispatch.purge(args.older_than, args.limit, _progress_printer())
         delivery_log.purge_orphans()
         print(f"purged {deleted} event(s) created before {args.older_than.isoformat()}")
         return 0
@@ -259,6 +259,18 @@ def _events(
     if action == "retry":
         return max(_retry_deliveries(built.celery, ids), int(len(sent) != len(ids)))
     return 0 if len(sent) == len(ids) else 1
+
+
+def _progress_printer() -> Callable[[int, int], None] | None:
+    """A ``done/total`` line on stderr when it is a terminal; nothing for scripts and logs."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(f"\rpurging: {done}/{total} event(s)", end=end, file=sys.stderr, flush=True)
+
+    return show
 
 
 def _retry_deliveries(celery_app: Any, task_ids: list[str]) -> int:

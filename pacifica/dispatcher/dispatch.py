@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid as uuidlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -274,8 +274,15 @@ def reset_for_retry(task_ids: Iterable[str]) -> list[str]:
     return [str(r.uuid) for r in records]
 
 
-def purge(older_than: datetime, limit: int | None = None) -> int:
-    """Delete events created before ``older_than`` (and their route runs); return how many."""
+def purge(
+    older_than: datetime,
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Delete events created before ``older_than`` (and their route runs); return how many.
+
+    ``progress(done, total)`` is called after each chunk of 500.
+    """
     query = EventRecord.select(EventRecord.uuid).where(EventRecord.created < older_than)
     if limit is not None:
         query = query.order_by(EventRecord.created).limit(limit)
@@ -286,6 +293,8 @@ def purge(older_than: datetime, limit: int | None = None) -> int:
         with write_transaction():
             RouteRun.delete().where(RouteRun.event.in_(chunk)).execute()
             deleted += EventRecord.delete().where(EventRecord.uuid.in_(chunk)).execute()
+        if progress is not None:
+            progress(start + len(chunk), len(ids))
     return int(deleted)
 
 

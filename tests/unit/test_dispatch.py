@@ -135,7 +135,9 @@ def test_purge_removes_old_events_and_their_runs(sqlite_db, ingest_event):
     [accepted] = dispatch.accept([ingest_event])
     dispatch.process(accepted.uuid, router)
     assert dispatch.purge(utcnow() - timedelta(days=1)) == 0
-    assert dispatch.purge(utcnow() + timedelta(seconds=1)) == 1
+    seen = []
+    assert dispatch.purge(utcnow() + timedelta(seconds=1), progress=lambda *p: seen.append(p)) == 1
+    assert seen == [(1, 1)]
     assert RouteRun.select().count() == 0
     with pytest.raises(NotFoundError):
         dispatch.get_record(accepted.uuid)
