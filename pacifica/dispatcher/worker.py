@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,11 +255,18 @@ def default_router(settings: Settings) -> Router:
     return router
 
 
+def celery_app_from_env(router_factory: Callable[[Settings], Router]) -> Celery:
+    """A project's Celery app from the environment's settings (for ``celery -A module:celery_app``).
+
+    Call it from a module ``__getattr__`` so importing the module does no work.
+    """
+    settings = Settings.from_env()
+    return create_celery(settings, router_factory(settings))
+
+
 def __getattr__(name: str) -> Any:
     """Build ``celery_app`` on first access (``celery -A pacifica.dispatcher.worker:celery_app``)."""
     if name == "celery_app":
-        settings = Settings.from_env()
-        app = create_celery(settings, default_router(settings))
-        globals()["celery_app"] = app
+        app = globals()["celery_app"] = celery_app_from_env(default_router)
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ from cloudevents.core.v1.event import CloudEvent
 from pacifica.dispatcher import EventHandler, ExceptionEventHandler, NoopEventHandler, Router
 from pacifica.dispatcher.cli import main as cli_main
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.worker import create_celery, default_router
+from pacifica.dispatcher.worker import celery_app_from_env, default_router
 
 WORKER_APP = "tests.integration.app:celery_app"
 
@@ -62,9 +62,7 @@ def create_router(settings: Settings) -> Router:
 
 def __getattr__(name: str) -> Any:
     if name == "celery_app":
-        settings = Settings.from_env()
-        app = create_celery(settings, create_router(settings))
-        globals()["celery_app"] = app
+        app = globals()["celery_app"] = celery_app_from_env(create_router)
         return app
     raise AttributeError(name)
 

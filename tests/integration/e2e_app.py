@@ -21,7 +21,7 @@ from pacifica.dispatcher.cli import main as cli_main
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.downloader_runners import DownloaderRunner, RemoteDownloaderRunner
 from pacifica.dispatcher.uploader_runners import RemoteUploaderRunner, UploaderRunner
-from pacifica.dispatcher.worker import create_celery
+from pacifica.dispatcher.worker import celery_app_from_env
 
 WORKER_APP = "tests.integration.e2e_app:celery_app"
 ROUTE_NAME = "upper"
@@ -80,9 +80,7 @@ def create_router(settings: Settings) -> Router:
 
 def __getattr__(name: str) -> Any:
     if name == "celery_app":
-        settings = Settings.from_env()
-        app = create_celery(settings, create_router(settings))
-        globals()["celery_app"] = app
+        app = globals()["celery_app"] = celery_app_from_env(create_router)
         return app
     raise AttributeError(name)
 
