@@ -168,6 +168,36 @@ def main(
         return 2
 
 
+def project_entry_points(
+    router_factory: Callable[[Settings], Router], worker_app: str
+) -> tuple[Callable[[str], Any], Callable[[], int]]:
+    """A dispatcher project's module ``__getattr__`` (a lazy ``celery_app``) and its ``main``.
+
+    In a project's ``__main__.py``::
+
+        __getattr__, main = project_entry_points(create_router, "pkg.__main__:celery_app")
+
+    ``celery -A pkg.__main__:celery_app worker`` then finds the app, built on
+    first access from the environment, and ``main()`` runs this CLI with the
+    project's routes.
+    """
+    built: dict[str, Any] = {}
+
+    def module_getattr(name: str) -> Any:
+        if name != "celery_app":
+            raise AttributeError(name)
+        if name not in built:
+            from pacifica.dispatcher.worker import celery_app_from_env
+
+            built[name] = celery_app_from_env(router_factory)
+        return built[name]
+
+    def project_main() -> int:
+        return main(router_factory=router_factory, worker_app=worker_app)
+
+    return module_getattr, project_main
+
+
 def _run(
     args: argparse.Namespace,
     settings: Settings,

@@ -16,9 +16,9 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 
 from pacifica.dispatcher import EventHandler, ExceptionEventHandler, NoopEventHandler, Router
-from pacifica.dispatcher.cli import main as cli_main
+from pacifica.dispatcher.cli import project_entry_points
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.worker import celery_app_from_env, default_router
+from pacifica.dispatcher.worker import default_router
 
 WORKER_APP = "tests.integration.app:celery_app"
 
@@ -60,16 +60,7 @@ def create_router(settings: Settings) -> Router:
     return router
 
 
-def __getattr__(name: str) -> Any:
-    if name == "celery_app":
-        app = globals()["celery_app"] = celery_app_from_env(create_router)
-        return app
-    raise AttributeError(name)
-
-
-def main() -> int:
-    """The CLI of this test project."""
-    return cli_main(router_factory=create_router, worker_app=WORKER_APP)
+__getattr__, main = project_entry_points(create_router, WORKER_APP)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,14 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
 from pacifica.dispatcher import EventHandler, File, Router, Transaction, TransactionKeyValue
-from pacifica.dispatcher.cli import main as cli_main
+from pacifica.dispatcher.cli import project_entry_points
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.downloader_runners import DownloaderRunner, RemoteDownloaderRunner
 from pacifica.dispatcher.uploader_runners import RemoteUploaderRunner, UploaderRunner
-from pacifica.dispatcher.worker import celery_app_from_env
 
 WORKER_APP = "tests.integration.e2e_app:celery_app"
 ROUTE_NAME = "upper"
@@ -78,16 +76,7 @@ def create_router(settings: Settings) -> Router:
     return router
 
 
-def __getattr__(name: str) -> Any:
-    if name == "celery_app":
-        app = globals()["celery_app"] = celery_app_from_env(create_router)
-        return app
-    raise AttributeError(name)
-
-
-def main() -> int:
-    """The CLI of this test project."""
-    return cli_main(router_factory=create_router, worker_app=WORKER_APP)
+__getattr__, main = project_entry_points(create_router, WORKER_APP)
 
 
 if __name__ == "__main__":
