@@ -83,6 +83,21 @@ class SubscriptionHandler(EventHandler):
     def __init__(self, matcher: Matcher | None = None, send: Send | None = None) -> None:
         self.matcher = matcher or Matcher()
         self.send = send
+        # The route has just matched this document to decide whether to run:
+        # the handler takes that answer instead of matching it a second time.
+        self._matched: tuple[Any, list[str]] | None = None
+
+    def matches(self, document: Any) -> list[str]:
+        """The subscriptions matching ``document``, remembered for the ``handle_received`` next."""
+        found = self.matcher.match(document)
+        self._matched = (document, found)
+        return found
+
+    def _take_matches(self, document: Any) -> list[str]:
+        remembered, self._matched = self._matched, None
+        if remembered is not None and remembered[0] is document:
+            return remembered[1]
+        return self.matcher.match(document)
 
     def handle(self, event: CloudEvent) -> None:
         """Not used: this handler needs the stored record, see ``handle_received``.
@@ -103,7 +118,7 @@ class SubscriptionHandler(EventHandler):
         )
         if record is None:
             raise NotFoundError(f"event {received.source} {received.id} is not stored")
-        due = delivery_log.record_matches(record.uuid, self.matcher.match(received.document))
+        due = delivery_log.record_matches(record.uuid, self._take_matches(received.document))
         if due and self.send is not None:
             self.send(due)
 
@@ -120,7 +135,7 @@ class SubscriptionRoute(Route):
     def match(self, document: Any) -> bool:
         """True when at least one active subscription's JSONPath matches the document."""
         handler = self.event_handler
-        return isinstance(handler, SubscriptionHandler) and bool(handler.matcher.match(document))
+        return isinstance(handler, SubscriptionHandler) and bool(handler.matches(document))
 
 
 def add_subscription_route(router: Router, name: str = "subscriptions") -> SubscriptionRoute:

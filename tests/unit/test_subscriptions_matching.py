@@ -7,9 +7,12 @@ import random
 import pytest
 from jsonpath2.path import Path
 
-from pacifica.dispatcher import subscriptions
+from pacifica.dispatcher import dispatch, subscriptions
 from pacifica.dispatcher.matching import WILDCARD, Guard, MatchIndex, brute_force, guards
-from pacifica.dispatcher.subscription_handler import Matcher
+from pacifica.dispatcher.router import Router
+from pacifica.dispatcher.storage import Delivery, EventRecord
+from pacifica.dispatcher.subscription_handler import Matcher, add_subscription_route
+from pacifica.dispatcher.testing import event_from_dict
 
 TYPES = ["org.pacifica.metadata.ingest", "org.pacifica.metadata.orm", "other"]
 SOURCES = ["/pacifica/metadata/ingest", "/pacifica/metadata/orm"]
@@ -180,3 +183,24 @@ def test_matcher_skips_disabled_subscriptions(sqlite_db, load_json):
     assert Matcher().match(load_json("notifications_events.json")) == []
     subscriptions.update("u", created["uuid"], {"disabled": None})
     assert Matcher().match(load_json("notifications_events.json")) == [created["uuid"]]
+
+
+def test_route_and_handler_match_an_event_once(sqlite_db, load_json, monkeypatch):
+    created = subscriptions.create(
+        "u", {"name": "n", "jsonpath": "$", "target_url": "http://e.org"}
+    )
+    router = Router()
+    route = add_subscription_route(router)
+    evaluations = []
+    real_match = route.event_handler.matcher.match
+    monkeypatch.setattr(
+        route.event_handler.matcher,
+        "match",
+        lambda document: evaluations.append(1) or real_match(document),
+    )
+    event = event_from_dict(load_json("notifications_events.json"))
+    [accepted] = dispatch.accept([event])
+    dispatch.process(accepted.uuid, router)
+    assert len(evaluations) == 1
+    assert EventRecord.select().count() == 1
+    assert [str(d.subscription_id) for d in Delivery.select()] == [created["uuid"]]
