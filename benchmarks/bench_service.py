@@ -706,10 +706,10 @@ def drop_queue(redis_port: int) -> None:
 
 # --- profiling -----------------------------------------------------------------------------------
 
-# (label, regular expression searched in each py-spy frame, e.g. "Receive.POST (dispatcher/web.py:167)").
+# (label, regular expression searched in each py-spy frame, e.g. "Receiver.__call__ (dispatcher/web.py:167)").
 # The package's own functions are listed automatically (see ``summarize_profile``).
 RECEIVER_MARKERS = [
-    ("Receive.POST (whole request handler)", r"^Receive\.POST \(dispatcher/web\.py"),
+    ("Receiver.__call__ (whole /receive handler)", r"^Receiver\.__call__ \(dispatcher/web\.py"),
     ("Celery send_task (publish to Redis)", r"^Celery\.send_task \(celery/"),
     ("peewee Database.execute_sql (all SQL)", r"^Database\.execute_sql \(peewee"),
     ("peewee Model.create / save", r"^Model\.(create|save) \(peewee"),

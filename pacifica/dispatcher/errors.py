@@ -81,6 +81,10 @@ class NotFoundError(DispatcherError, LookupError):
     """A task, event or subscription id that does not exist (for this user)."""
 
 
+class MethodNotAllowedError(DispatcherError, ValueError):
+    """An HTTP method the path does not take."""
+
+
 class StorageUnavailableError(DispatcherError, RuntimeError):
     """The database did not store an event in time; the client should send it again."""
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import uuid as uuidlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import cherrypy
@@ -24,6 +25,7 @@ from pacifica.dispatcher.errors import (
     DispatcherError,
     InvalidEventError,
     InvalidSubscriptionError,
+    MethodNotAllowedError,
     NotFoundError,
     RequestTooLargeError,
     StorageUnavailableError,
@@ -45,6 +47,7 @@ ERROR_STATUS: list[tuple[type[Exception], int]] = [
     (StorageUnavailableError, 503),
     (AuthenticationRequiredError, 401),
     (NotFoundError, 404),
+    (MethodNotAllowedError, 405),
 ]
 MAX_PAGE = 1000
 
@@ -97,15 +100,26 @@ def unexpected_error() -> None:
 
 
 def read_body(limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes.
+    """The CherryPy request's body, refusing more than ``limit`` bytes (see ``read_limited``)."""
+    return read_limited(
+        cherrypy.request.body, cherrypy.request.headers.get("Content-Length"), limit
+    )
+
+
+def read_limited(stream: Any, declared: str | None, limit: int) -> bytes:
+    """Read a request body of ``declared`` length (or up to the end), refusing more than ``limit``.
 
     Raises:
-        RequestTooLargeError: the body is larger than ``limit``.
+        RequestTooLargeError: the body is (or declares itself) larger than ``limit``.
+        InvalidEventError: the Content-Length is not a number.
     """
-    declared = cherrypy.request.headers.get("Content-Length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLargeError(f"body of {declared} bytes exceeds the {limit}-byte limit")
-    body: bytes = cherrypy.request.body.read(limit + 1)
+    if declared:
+        if not declared.isdigit():
+            raise InvalidEventError(f"Content-Length {declared!r} is not a number")
+        if int(declared) > limit:
+            raise RequestTooLargeError(f"body of {declared} bytes exceeds the {limit}-byte limit")
+        return bytes(stream.read(int(declared)))
+    body = bytes(stream.read(limit + 1))  # chunked: the server decodes it
     if len(body) > limit:
         raise RequestTooLargeError(f"body exceeds the {limit}-byte limit")
     return body
@@ -160,27 +174,78 @@ class Root:
         return json_body([dispatch.summarize(r) for r in records[:limit]])
 
 
-@dataclass
-class Receive:
-    """``POST /receive``: parse, store, enqueue, answer 202 with the task id."""
+class Receiver:
+    """``/receive`` as a plain WSGI app in front of CherryPy; every other path goes to ``fallback``.
 
-    settings: Settings
-    accept: Accept
-    exposed = True
+    Receiving is nearly all of a dispatcher's traffic, and CherryPy's request
+    machinery (hooks, tools, dispatcher, access log) costs more than parsing
+    and storing an event does (BENCHMARKS.md), so this one endpoint is served
+    without it. Errors come from the same ``ERROR_STATUS`` table and have the
+    same JSON shape as CherryPy's.
+    """
 
-    def POST(self, *vpath: str) -> bytes:
-        """Accept one event (or a batch) and answer with its task id (or ids) once stored."""
-        if vpath:
-            raise cherrypy.HTTPError(404, f"no such path: /receive/{'/'.join(vpath)}")
-        with http_errors():
-            body = read_body(self.settings.max_body_bytes)
-            events = parse_http(dict(cherrypy.request.headers), body)
-            accepted = self.accept(events)
+    def __init__(self, settings: Settings, accept: Accept, fallback: cherrypy.Application) -> None:
+        self.settings = settings
+        self.accept = accept
+        self.fallback = fallback
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        """Serve ``/receive``; hand anything else to CherryPy."""
+        path = environ.get("PATH_INFO", "")
+        if path != "/receive" and not path.startswith("/receive/"):
+            return self.fallback(environ, start_response)  # type: ignore[no-any-return]
+        headers = [("Content-Type", "application/json")]
+        try:
+            code, body = self._receive(environ, path, headers)
+        except Exception as exc:
+            code = status_for(exc)
+            message = str(exc) if code != 500 else "internal error; see server log"
+            if code == 500:
+                log.error("unhandled error receiving an event", exc_info=True)
+            body = {"status": _status_line(code), "message": message}
+        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        headers.append(("Content-Length", str(len(payload))))
+        start_response(_status_line(code), headers)
+        return [payload]
+
+    def _receive(
+        self, environ: dict[str, Any], path: str, headers: list[tuple[str, str]]
+    ) -> tuple[int, Any]:
+        if path != "/receive":
+            raise NotFoundError(f"no such path: {path}")
+        if environ.get("REQUEST_METHOD") != "POST":
+            headers.append(("Allow", "POST"))
+            raise MethodNotAllowedError("/receive takes POST")
+        request_headers = request_headers_of(environ)
+        body = read_limited(
+            environ["wsgi.input"], environ.get("CONTENT_LENGTH"), self.settings.max_body_bytes
+        )
+        events = parse_http(request_headers, body)
+        accepted = self.accept(events)
         ids = [a.uuid for a in accepted]
-        cherrypy.response.status = 202 if any(a.created for a in accepted) else 200
-        cherrypy.response.headers["Location"] = f"/status/{ids[0]}"
-        batch = len(events) > 1 or "batch" in cherrypy.request.headers.get("Content-Type", "")
-        return json_body(ids if batch else ids[0])
+        headers.append(("Location", f"/status/{ids[0]}"))
+        content_type = request_headers.get("Content-Type", "")
+        batch = len(events) > 1 or "batch" in content_type
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("received %s", ", ".join(f"{e.source} {e.id}" for e in events))
+        return (202 if any(a.created for a in accepted) else 200), (ids if batch else ids[0])
+
+
+def _status_line(code: int) -> str:
+    return f"{code} {HTTPStatus(code).phrase}"
+
+
+def request_headers_of(environ: dict[str, Any]) -> dict[str, str]:
+    """The request's headers from a WSGI environ, as ``Title-Case`` names."""
+    headers = {
+        name[5:].replace("_", "-").title(): value
+        for name, value in environ.items()
+        if name.startswith("HTTP_")
+    }
+    for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(name):
+            headers[name.replace("_", "-").title()] = environ[name]
+    return headers
 
 
 class Status:
@@ -290,19 +355,18 @@ def app_config() -> dict[str, Any]:
 
 def create_app(
     settings: Settings, accept: Accept, mounts: dict[str, object] | None = None
-) -> cherrypy.Application:
+) -> Receiver:
     """The WSGI application: receiver and status API, plus extra ``mounts`` (e.g. /eventmatch)."""
     root = Root()
-    root.receive = Receive(settings, accept)  # type: ignore[attr-defined]
     root.status = Status()  # type: ignore[attr-defined]
     root.get = Get()  # type: ignore[attr-defined]
     for name, handler in (mounts or {}).items():
         setattr(root, name, handler)
-    return cherrypy.Application(root, "", app_config())
+    return Receiver(settings, accept, cherrypy.Application(root, "", app_config()))
 
 
 def serve(
-    app: cherrypy.Application,
+    app: Receiver,
     host: str,
     port: int,
     config_file: str | None = None,
@@ -322,7 +386,7 @@ def serve(
     )
     if config_file:
         cherrypy.config.update(config_file)
-        app.merge(config_file)
+        app.fallback.merge(config_file)
     cherrypy.tree.graft(app, "")
     if on_stop is not None:
         cherrypy.engine.subscribe("stop", on_stop)

@@ -83,6 +83,28 @@ def test_unsent_event_is_still_accepted_and_left_for_the_sweeper(sqlite_db, tmp_
     assert dispatch.stranded(0, 3600) == [str(record.uuid)]
 
 
+def test_receive_refusing_a_method_names_the_allowed_one(client):
+    assert client.get("/receive").headers["Allow"] == "POST"
+
+
+def test_receive_reads_a_body_without_content_length(client, intake, sent, load_json):
+    """A chunked request reaches the app with no Content-Length; the server decodes the body."""
+    body = json.dumps(load_json("metadata_ingest_event.json")).encode()
+    response = client.request(
+        "POST", "/receive", body, headers={"Content-Type": "application/json", "Content-Length": ""}
+    )
+    assert response.status == 202
+    assert intake.drain()
+    assert sent == [response.json()]
+    oversized = client.request(
+        "POST",
+        "/receive",
+        b"{}" + b" " * 5000,
+        headers={"Content-Type": "application/json", "Content-Length": ""},
+    )
+    assert oversized.status == 413
+
+
 def test_get_returns_the_upstream_object_with_routes(client, load_json):
     task_id = client.post("/receive", load_json("metadata_ingest_event.json")).json()
     router = Router()
@@ -120,7 +142,9 @@ def test_listing_is_paginated_with_a_next_link(client):
             413,
             "limit",
         ),
-        ("GET", "/receive", b"", {}, 405, ""),
+        ("GET", "/receive", b"", {}, 405, "takes POST"),
+        ("POST", "/receive/more", b"{}", {"Content-Type": "application/json"}, 404, "no such"),
+        ("POST", "/receive", b"{}", {"Content-Length": "x"}, 400, "Content-Length"),
         ("GET", "/status/abc", b"", {}, 422, "not a UUID"),
         ("GET", "/status/00000000-0000-0000-0000-000000000000", b"", {}, 404, "no task"),
         ("GET", "/status", b"", {}, 404, "task id is required"),
