@@ -27,6 +27,7 @@ from pacifica.dispatcher.storage import (
     EventStatus,
     RouteRun,
     RunStatus,
+    supports_returning,
     utcnow,
     write_transaction,
 )
@@ -138,32 +139,69 @@ def process(task_id: str, router: Router) -> EventStatus:
     """Run every matching route of a stored event and record the outcome.
 
     A final event (200/422/500) is left alone: a duplicate broker message is a no-op.
+    Three statements for a one-route event: claim-and-read, then the route's
+    run and the final status in one transaction.
+
+    Raises:
+        NotFoundError: no event has this id.
     """
-    record = get_record(task_id)
+    record = _start_processing(task_id)
     if record.event_status.final:
         return record.event_status
-    EventRecord.update(
-        status=int(EventStatus.PROCESSING),
-        started=utcnow(),
-        attempts=EventRecord.attempts + 1,
-        updated=utcnow(),
-    ).where(EventRecord.uuid == record.uuid).execute()
     received = parse_document(record.document)
     routes = list(router.match(received.document))
-    first_attempt = record.attempts == 0  # nothing can have run yet: skip the lookup
     previous = (
         {}
-        if first_attempt
+        if record.attempts == 1  # nothing can have run yet: skip the lookup
         else {run.route: run for run in RouteRun.select().where(RouteRun.event == record.uuid)}
     )
-    outcomes = [
-        _run_unless_done(record, route, received, previous.get(route.name)) for route in routes
-    ]
-    status = _final_status(routes, sum(not ok for ok in outcomes))
-    EventRecord.update(status=int(status), finished=utcnow(), updated=utcnow()).where(
-        EventRecord.uuid == record.uuid
-    ).execute()
+    failed = 0
+    unrecorded: _Run | None = None
+    for route in routes:
+        done = previous.get(route.name)
+        if done is not None and done.status == RunStatus.SUCCEEDED:
+            continue
+        if unrecorded is not None:
+            unrecorded.record()
+        unrecorded = _run(record, route, received, new=done is None)
+        failed += unrecorded.failed
+    status = _final_status(routes, failed)
+    with write_transaction():
+        if unrecorded is not None:
+            unrecorded.record()
+        EventRecord.update(status=int(status), finished=utcnow(), updated=utcnow()).where(
+            EventRecord.uuid == record.uuid
+        ).execute()
     return status
+
+
+def _start_processing(task_id: str) -> EventRecord:
+    """Mark an event ``102 Processing`` and read it, in one statement where the database can.
+
+    A final event is returned unchanged.
+
+    Raises:
+        NotFoundError: no event has this id.
+    """
+    key = uuidlib.UUID(str(task_id))
+    now = utcnow()
+    claim = EventRecord.update(
+        status=int(EventStatus.PROCESSING),
+        started=now,
+        attempts=EventRecord.attempts + 1,
+        updated=now,
+    ).where(
+        (EventRecord.uuid == key)
+        & EventRecord.deleted.is_null()
+        & EventRecord.status.not_in([int(s) for s in EventStatus if s.final])
+    )
+    if supports_returning(EventRecord._meta.database):
+        rows = list(claim.returning(EventRecord).execute())
+        if rows:
+            return rows[0]  # type: ignore[no-any-return]
+    elif claim.execute():
+        return EventRecord.get(EventRecord.uuid == key)
+    return get_record(task_id)
 
 
 def _final_status(routes: list[Route], failed: int) -> EventStatus:
@@ -172,12 +210,37 @@ def _final_status(routes: list[Route], failed: int) -> EventStatus:
     return EventStatus.FAILED if failed else EventStatus.SUCCEEDED
 
 
-def _run_unless_done(
-    record: EventRecord, route: Route, received: ReceivedEvent, previous: RouteRun | None
-) -> bool:
-    """Run a route unless it already succeeded for this event, record it; True on success."""
-    if previous is not None and previous.status == RunStatus.SUCCEEDED:
-        return True
+@dataclass(frozen=True)
+class _Run:
+    """One route's outcome for one event, ready to be recorded."""
+
+    event: uuidlib.UUID
+    route: str
+    result: dict[str, Any]
+    new: bool
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.result["status"] == RunStatus.FAILED)
+
+    def record(self) -> None:
+        """Insert the route's run (or update the one a previous attempt left)."""
+        if self.new:
+            try:
+                with write_transaction():
+                    RouteRun.insert(
+                        event=self.event, route=self.route, attempts=1, **self.result
+                    ).execute()
+                return
+            except peewee.IntegrityError:  # another delivery of this event recorded it first
+                pass
+        RouteRun.update(attempts=RouteRun.attempts + 1, **self.result).where(
+            (RouteRun.event == self.event) & (RouteRun.route == self.route)
+        ).execute()
+
+
+def _run(record: EventRecord, route: Route, received: ReceivedEvent, new: bool) -> _Run:
+    """Run one route for an event; its outcome, not yet recorded."""
     started = utcnow()
     outcome = run_route(route, received)
     error = outcome.error
@@ -194,21 +257,7 @@ def _run_unless_done(
         "finished": utcnow(),
         "updated": utcnow(),
     }
-    _record_run(record, route.name, result, previous is None)
-    return error is None
-
-
-def _record_run(record: EventRecord, route: str, result: dict[str, Any], new: bool) -> None:
-    if new:
-        try:
-            with write_transaction():
-                RouteRun.insert(event=record.uuid, route=route, attempts=1, **result).execute()
-            return
-        except peewee.IntegrityError:  # another delivery of this event recorded it first
-            pass
-    RouteRun.update(attempts=RouteRun.attempts + 1, **result).where(
-        (RouteRun.event == record.uuid) & (RouteRun.route == route)
-    ).execute()
+    return _Run(record.uuid, route.name, result, new)
 
 
 def stranded(requeue_after: float, processing_lease: float, limit: int = 500) -> list[str]:

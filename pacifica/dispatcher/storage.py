@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import sqlite3
 import uuid as uuidlib
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -288,6 +289,17 @@ def open_database(url: str) -> peewee.Database:
         raise ConfigurationError(f"DATABASE_URL: {exc}") from exc
     database_proxy.initialize(database)
     return database
+
+
+def supports_returning(database: peewee.Database) -> bool:
+    """True when ``UPDATE … RETURNING`` works: PostgreSQL, and SQLite from 3.35."""
+    if isinstance(database, peewee.DatabaseProxy):
+        database = database.obj
+    if isinstance(database, peewee.PostgresqlDatabase):
+        return True
+    if isinstance(database, peewee.SqliteDatabase):
+        return sqlite3.sqlite_version_info >= (3, 35)
+    return False
 
 
 def write_transaction() -> Any:

@@ -31,6 +31,14 @@ def ingest_event(load_json):
     return event_from_dict(load_json("metadata_ingest_event.json"))
 
 
+@pytest.fixture(params=["update-returning", "update-then-select"])
+def claim_statement(request, monkeypatch):
+    """Process with ``UPDATE … RETURNING``, and as on MySQL, which has no RETURNING."""
+    if request.param == "update-then-select":
+        monkeypatch.setattr(dispatch, "supports_returning", lambda database: False)
+    return request.param
+
+
 def test_accepted_event_is_stored_with_its_attributes(sqlite_db, ingest_event):
     [accepted] = dispatch.accept([ingest_event])
     record = dispatch.get_record(accepted.uuid)
@@ -50,7 +58,7 @@ def test_duplicate_event_returns_the_original_record(sqlite_db, ingest_event):
     assert EventRecord.select().count() == 1
 
 
-def test_process_runs_every_route_and_records_each(sqlite_db, ingest_event):
+def test_process_runs_every_route_and_records_each(sqlite_db, ingest_event, claim_statement):
     ok = RecordingEventHandler()
     router = Router()
     router.add_route(INGEST, ExceptionEventHandler(), name="boom")
@@ -68,6 +76,23 @@ def test_process_runs_every_route_and_records_each(sqlite_db, ingest_event):
     assert len(ok.events) == 1
 
 
+def test_process_counts_attempts_and_refuses_unknown_or_deleted_events(
+    sqlite_db, ingest_event, claim_statement
+):
+    router = Router()
+    router.add_route(INGEST, RecordingEventHandler())
+    [accepted] = dispatch.accept([ingest_event])
+    dispatch.process(accepted.uuid, router)
+    dispatch.reset_for_retry([accepted.uuid])
+    dispatch.process(accepted.uuid, router)
+    assert dispatch.get_record(accepted.uuid).attempts == 2
+    EventRecord.update(deleted=utcnow()).execute()
+    with pytest.raises(NotFoundError):
+        dispatch.process(accepted.uuid, router)
+    with pytest.raises(NotFoundError):
+        dispatch.process("00000000-0000-0000-0000-000000000000", router)
+
+
 def test_unrouted_event_is_422(sqlite_db, ingest_event):
     [accepted] = dispatch.accept([ingest_event])
     assert dispatch.process(accepted.uuid, Router()) is EventStatus.UNROUTED
@@ -76,7 +101,7 @@ def test_unrouted_event_is_422(sqlite_db, ingest_event):
     assert described["exceptionType"] == "RouteNotFoundRouterError"
 
 
-def test_final_event_is_not_processed_again(sqlite_db, ingest_event):
+def test_final_event_is_not_processed_again(sqlite_db, ingest_event, claim_statement):
     handler = RecordingEventHandler()
     router = Router()
     router.add_route(INGEST, handler)
@@ -86,7 +111,9 @@ def test_final_event_is_not_processed_again(sqlite_db, ingest_event):
     assert len(handler.events) == 1
 
 
-def test_retry_reruns_failed_routes_but_not_succeeded_ones(sqlite_db, ingest_event):
+def test_retry_reruns_failed_routes_but_not_succeeded_ones(
+    sqlite_db, ingest_event, claim_statement
+):
     flaky = RecordingEventHandler(error=RuntimeError("disk full"))
     steady = RecordingEventHandler()
     router = Router()
