@@ -105,6 +105,14 @@ class Settings:
         "returns them); use 1 when handlers are long.",
         _positive_int,
     )
+    events_per_message: int = _setting(
+        "EVENTS_PER_MESSAGE",
+        20,
+        "Most events one broker message carries (events arriving together share a message; "
+        "a worker hands back the rest of a message as single-event messages once it has spent "
+        "a second on it, so slow handlers still run in parallel).",
+        _positive_int,
+    )
     user_header: str = _setting(
         "USER_HEADER", "Http-Remote-User", "Request header that names the subscription owner."
     )

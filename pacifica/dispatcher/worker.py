@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,12 +24,15 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from pacifica.dispatcher import delivery, delivery_log, dispatch
 from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.errors import NotFoundError
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.storage import check_schema, database_proxy, open_database
 from pacifica.dispatcher.subscription_handler import SubscriptionHandler, add_subscription_route
 
 log = logging.getLogger(__name__)
 TASK_NAME = "pacifica.dispatcher.process"
+# A message still being worked on after this many seconds hands its other events back.
+HAND_BACK_AFTER = 1.0
 DELIVERY_TASK = "pacifica.dispatcher.deliver"
 
 
@@ -125,11 +129,34 @@ def create_celery(settings: Settings, router: Router, name: str = "pacifica.disp
     return app
 
 
-def process_task(task: Task, task_id: str) -> str:
-    """Celery task: process one stored event; returns its upstream status string."""
+def process_task(task: Task, *task_ids: str) -> list[str]:
+    """Celery task: process the stored events a message names; return their status strings.
+
+    Once the message has taken ``HAND_BACK_AFTER`` seconds, its remaining
+    events go back to the broker one per message, so other worker processes
+    share them instead of waiting behind a slow handler.
+    """
     context: WorkerContext = task.app.dispatcher_context
     context.database()
-    return dispatch.process(task_id, context.router).http
+    started = time.monotonic()
+    statuses: list[str] = []
+    for position, task_id in enumerate(task_ids):
+        if position and time.monotonic() - started > HAND_BACK_AFTER:
+            rest = task_ids[position:]
+            handed_back = enqueue(task.app, rest, per_message=1)
+            if handed_back:
+                log.info("handed %d event(s) back to the queue", len(handed_back))
+            return statuses + [_process_one(context, t) for t in rest[len(handed_back) :]]
+        statuses.append(_process_one(context, task_id))
+    return statuses
+
+
+def _process_one(context: WorkerContext, task_id: str) -> str:
+    try:
+        return dispatch.process(task_id, context.router).http
+    except NotFoundError:  # purged since it was sent
+        log.warning("event %s no longer exists; message dropped", task_id)
+        return "404 Not Found"
 
 
 def deliver_task(task: Task, delivery_id: int) -> str | None:
@@ -185,20 +212,31 @@ def requeue_due_deliveries(app: Celery) -> list[int]:
     return sent
 
 
-def enqueue(app: Celery, task_ids: Iterable[str]) -> list[str]:
-    """Send one message per event without retrying; return the ids the broker took.
+def enqueue(app: Celery, task_ids: Iterable[str], per_message: int | None = None) -> list[str]:
+    """Send the events' messages without retrying; return the ids the broker took.
 
-    A broker that is down costs the caller one quick failure per call, not a
-    hang: the events stay in the database and the sweeper sends them later.
+    Each message carries up to ``per_message`` events (default
+    ``EVENTS_PER_MESSAGE``); a single event's message has the event's uuid as
+    its Celery task id. A broker that is down costs the caller one quick
+    failure per call, not a hang: the events stay in the database and the
+    sweeper sends them later.
     """
-    sent = []
-    for task_id in task_ids:
+    ids = list(task_ids)
+    size = per_message or app.dispatcher_context.settings.events_per_message
+    sent: list[str] = []
+    for start in range(0, len(ids), size):
+        chunk = ids[start : start + size]
         try:
-            app.send_task(TASK_NAME, args=[task_id], task_id=task_id, retry=False)
+            task_id = chunk[0] if len(chunk) == 1 else None
+            app.send_task(TASK_NAME, args=chunk, task_id=task_id, retry=False)
         except Exception as exc:  # kombu raises several unrelated types when down
-            log.warning("broker unavailable, %s left for the sweeper: %s", task_id, exc)
+            log.warning(
+                "broker unavailable, %d event(s) left for the sweeper: %s",
+                len(ids) - len(sent),
+                exc,
+            )
             break
-        sent.append(task_id)
+        sent.extend(chunk)
     return sent
 
 

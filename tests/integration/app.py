@@ -32,7 +32,8 @@ class SlowEventHandler(EventHandler):
     """Blocks until a release file appears, leaving traces a test can watch.
 
     The event's data names a directory: the handler appends its pid to
-    ``started``, waits for ``release``, then appends to ``done``.
+    ``started``, waits for ``release`` (or ``seconds``, when the data gives
+    them: a handler that simply takes that long), then appends to ``done``.
     """
 
     def handle(self, event: CloudEvent) -> None:
@@ -40,8 +41,12 @@ class SlowEventHandler(EventHandler):
         folder = Path(data["dir"])
         with (folder / "started").open("a", encoding="utf-8") as started:
             started.write(f"{os.getpid()}\n")
-        deadline = time.monotonic() + float(data.get("timeout", 120))
+        now = time.monotonic()
+        deadline = now + float(data.get("timeout", 120))
+        finish = now + float(data["seconds"]) if "seconds" in data else None
         while not (folder / "release").exists():
+            if finish is not None and time.monotonic() >= finish:
+                break
             if time.monotonic() > deadline:
                 raise TimeoutError("release file never appeared")
             time.sleep(0.05)

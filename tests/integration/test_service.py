@@ -87,6 +87,19 @@ def test_batch_is_accepted_and_every_event_processed(production: Deployment) -> 
         production.wait_status(task_id, expected)
 
 
+def test_slow_events_sharing_a_message_still_run_in_parallel(
+    production: Deployment, tmp_path: Path
+) -> None:
+    """A batch travels as one message; after a second its other events are handed back."""
+    batch = [event("slow", dir=str(tmp_path), seconds=1.5) for _ in range(4)]
+    ids = production.post(batch, {"Content-Type": "application/cloudevents-batch+json"}).json()
+    for task_id in ids:
+        production.wait_status(task_id, "200 OK", timeout=60)
+    pids = (tmp_path / "started").read_text().split()
+    assert len(pids) == 4
+    assert len(set(pids)) == 2  # both pool processes took part
+
+
 def test_binary_mode_event_is_routed(production: Deployment) -> None:
     headers = {
         "ce-specversion": "1.0",
