@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
-
-import peewee
+from typing import Any, cast
 
 from pacifica.dispatcher.errors import NotFoundError
 from pacifica.dispatcher.events import ReceivedEvent, parse_document
@@ -28,6 +27,7 @@ from pacifica.dispatcher.storage import (
     RouteRun,
     RunStatus,
     supports_returning,
+    upsert_route_runs,
     utcnow,
     write_transaction,
 )
@@ -71,14 +71,19 @@ def accept_many(groups: Sequence[Sequence[ReceivedEvent]]) -> list[list[Acceptan
 
 
 def _existing_ids(events: Sequence[ReceivedEvent]) -> dict[tuple[str, str], str]:
-    wanted = {(e.source, e.id) for e in events}
-    ids = sorted({event_id for _, event_id in wanted})
+    """Task ids of the events already stored, by (source, id): one indexed lookup per source."""
+    by_source: dict[str, set[str]] = {}
+    for event in events:
+        by_source.setdefault(event.source, set()).add(event.id)
     found: dict[tuple[str, str], str] = {}
-    for start in range(0, len(ids), 500):
-        query = EventRecord.select(EventRecord.uuid, EventRecord.source, EventRecord.event_id)
-        for row in query.where(EventRecord.event_id.in_(ids[start : start + 500])):
-            if (row.source, row.event_id) in wanted:
-                found[(row.source, row.event_id)] = str(row.uuid)
+    for source, event_ids in by_source.items():
+        ids = sorted(event_ids)
+        for start in range(0, len(ids), 500):
+            query = EventRecord.select(EventRecord.uuid, EventRecord.event_id).where(
+                (EventRecord.source == source) & EventRecord.event_id.in_(ids[start : start + 500])
+            )
+            for row in query:
+                found[(source, row.event_id)] = str(row.uuid)
     return found
 
 
@@ -136,54 +141,66 @@ def get_record(task_id: str) -> EventRecord:
 
 
 def process(task_id: str, router: Router) -> EventStatus:
-    """Run every matching route of a stored event and record the outcome.
-
-    A final event (200/422/500) is left alone: a duplicate broker message is a no-op.
-    Three statements for a one-route event: claim-and-read, then the route's
-    run and the final status in one transaction.
+    """Run every matching route of one stored event and record the outcome (see ``process_many``).
 
     Raises:
         NotFoundError: no event has this id.
+        ValueError: the id is not a UUID.
     """
-    record = _start_processing(task_id)
-    if record.event_status.final:
-        return record.event_status
-    received = parse_document(record.document)
-    routes = list(router.match(received.document))
-    previous = (
-        {}
-        if record.attempts == 1  # nothing can have run yet: skip the lookup
-        else {run.route: run for run in RouteRun.select().where(RouteRun.event == record.uuid)}
-    )
-    failed = 0
-    unrecorded: _Run | None = None
-    for route in routes:
-        done = previous.get(route.name)
-        if done is not None and done.status == RunStatus.SUCCEEDED:
-            continue
-        if unrecorded is not None:
-            unrecorded.record()
-        unrecorded = _run(record, route, received, new=done is None)
-        failed += unrecorded.failed
-    status = _final_status(routes, failed)
-    with write_transaction():
-        if unrecorded is not None:
-            unrecorded.record()
-        EventRecord.update(status=int(status), finished=utcnow(), updated=utcnow()).where(
-            EventRecord.uuid == record.uuid
-        ).execute()
-    return status
+    done = process_many([task_id], router)
+    if done.missing:
+        raise NotFoundError(f"no task with id {task_id}")
+    return done.statuses[str(uuidlib.UUID(str(task_id)))]
 
 
-def _start_processing(task_id: str) -> EventRecord:
-    """Mark an event ``102 Processing`` and read it, in one statement where the database can.
+@dataclass
+class Processed:
+    """What ``process_many`` did with the events it was given, by task id."""
 
-    A final event is returned unchanged.
+    statuses: dict[str, EventStatus] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    handed_back: list[str] = field(default_factory=list)
+
+
+def process_many(
+    task_ids: Sequence[str], router: Router, time_limit: float | None = None
+) -> Processed:
+    """Run every matching route of each stored event, in order, and record the outcomes.
+
+    Three transactions however many events: one statement claims and reads
+    them all (``102 Processing``), the routes run, and one transaction records
+    every route's run and final status. An event already final (200/422/500)
+    is left alone, so a duplicate message is a no-op; a route that succeeded
+    on an earlier attempt is not run again. Once ``time_limit`` seconds have
+    passed, the events not yet started go back to ``202 Accepted`` and are
+    listed in ``handed_back`` for the caller to send on.
 
     Raises:
-        NotFoundError: no event has this id.
+        ValueError: an id is not a UUID.
     """
-    key = uuidlib.UUID(str(task_id))
+    started = time.monotonic()
+    keys = [uuidlib.UUID(str(t)) for t in task_ids]
+    done = Processed()
+    claimed = _start_processing(keys, done)
+    previous = _previous_runs([r.uuid for r in claimed if r.attempts > 1])
+    runs: list[dict[str, Any]] = []
+    finished: dict[EventStatus, list[uuidlib.UUID]] = {}
+    for position, record in enumerate(claimed):
+        if position and time_limit is not None and time.monotonic() - started > time_limit:
+            done.handed_back = [str(r.uuid) for r in claimed[position:]]
+            break
+        status = _run_routes(record, router, previous.get(record.uuid, {}), runs)
+        finished.setdefault(status, []).append(record.uuid)
+        done.statuses[str(record.uuid)] = status
+    _record(runs, finished, [uuidlib.UUID(t) for t in done.handed_back])
+    return done
+
+
+def _start_processing(keys: list[uuidlib.UUID], done: Processed) -> list[EventRecord]:
+    """Claim the events that are not final (``102 Processing``) and return them in ``keys`` order.
+
+    Final events' statuses and unknown ids go into ``done``.
+    """
     now = utcnow()
     claim = EventRecord.update(
         status=int(EventStatus.PROCESSING),
@@ -191,73 +208,111 @@ def _start_processing(task_id: str) -> EventRecord:
         attempts=EventRecord.attempts + 1,
         updated=now,
     ).where(
-        (EventRecord.uuid == key)
+        EventRecord.uuid.in_(keys)
         & EventRecord.deleted.is_null()
         & EventRecord.status.not_in([int(s) for s in EventStatus if s.final])
     )
     if supports_returning(EventRecord._meta.database):
-        rows = list(claim.returning(EventRecord).execute())
-        if rows:
-            return rows[0]  # type: ignore[no-any-return]
-    elif claim.execute():
-        return EventRecord.get(EventRecord.uuid == key)
-    return get_record(task_id)
+        rows = {r.uuid: r for r in claim.returning(EventRecord).execute()}
+        unclaimed = [k for k in keys if k not in rows]
+        others = _live_records(unclaimed) if unclaimed else {}
+    else:  # MySQL: no RETURNING; read back what this claim marked
+        claim.execute()
+        everything = _live_records(keys)
+        rows = {k: r for k, r in everything.items() if not r.event_status.final}
+        others = {k: r for k, r in everything.items() if k not in rows}
+    for key in keys:
+        if key in rows:
+            continue
+        record = others.get(key)
+        if record is None:
+            done.missing.append(str(key))
+        else:
+            done.statuses[str(key)] = record.event_status
+    return [rows[k] for k in dict.fromkeys(keys) if k in rows]
 
 
-def _final_status(routes: list[Route], failed: int) -> EventStatus:
+def _live_records(keys: list[uuidlib.UUID]) -> dict[uuidlib.UUID, EventRecord]:
+    query = EventRecord.select().where(EventRecord.uuid.in_(keys) & EventRecord.deleted.is_null())
+    return {r.uuid: r for r in query}
+
+
+def _previous_runs(keys: list[uuidlib.UUID]) -> dict[uuidlib.UUID, dict[str, int]]:
+    """Route statuses of earlier attempts, by event and route (only events tried before have any)."""
+    found: dict[uuidlib.UUID, dict[str, int]] = {}
+    if keys:
+        query = RouteRun.select(RouteRun.event, RouteRun.route, RouteRun.status)
+        rows = cast(Iterable[tuple[Any, str, int]], query.where(RouteRun.event.in_(keys)).tuples())
+        for event, route, status in rows:
+            found.setdefault(event, {})[route] = status
+    return found
+
+
+def _run_routes(
+    record: EventRecord,
+    router: Router,
+    previous: dict[str, int],
+    runs: list[dict[str, Any]],
+) -> EventStatus:
+    """Run an event's matching routes (skipping ones that already succeeded); its final status."""
+    received = parse_document(record.document)
+    routes = list(router.match(received.document))
+    failed = 0
+    for route in routes:
+        if previous.get(route.name) == RunStatus.SUCCEEDED:
+            continue
+        run = _run(record, route, received)
+        failed += run["status"] == RunStatus.FAILED
+        runs.append(run)
     if not routes:
         return EventStatus.UNROUTED
     return EventStatus.FAILED if failed else EventStatus.SUCCEEDED
 
 
-@dataclass(frozen=True)
-class _Run:
-    """One route's outcome for one event, ready to be recorded."""
-
-    event: uuidlib.UUID
-    route: str
-    result: dict[str, Any]
-    new: bool
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.result["status"] == RunStatus.FAILED)
-
-    def record(self) -> None:
-        """Insert the route's run (or update the one a previous attempt left)."""
-        if self.new:
-            try:
-                with write_transaction():
-                    RouteRun.insert(
-                        event=self.event, route=self.route, attempts=1, **self.result
-                    ).execute()
-                return
-            except peewee.IntegrityError:  # another delivery of this event recorded it first
-                pass
-        RouteRun.update(attempts=RouteRun.attempts + 1, **self.result).where(
-            (RouteRun.event == self.event) & (RouteRun.route == self.route)
-        ).execute()
-
-
-def _run(record: EventRecord, route: Route, received: ReceivedEvent, new: bool) -> _Run:
-    """Run one route for an event; its outcome, not yet recorded."""
+def _run(record: EventRecord, route: Route, received: ReceivedEvent) -> dict[str, Any]:
+    """Run one route for an event; its ``RouteRun`` row, not yet recorded."""
     started = utcnow()
     outcome = run_route(route, received)
     error = outcome.error
     if error is not None:
         log.warning("route %s failed for event %s: %r", route.name, record.uuid, error)
     handler = type(route.event_handler)
-    result = {
+    return {
+        "event": record.uuid,
+        "route": route.name,
         "handler": f"{handler.__module__}.{handler.__qualname__}",
         "status": int(RunStatus.SUCCEEDED if error is None else RunStatus.FAILED),
         "exc_type": None if error is None else type(error).__name__,
         "exc_message": None if error is None else str(error),
         "exc_traceback": outcome.traceback or None,
+        "attempts": 1,
         "started": started,
         "finished": utcnow(),
         "updated": utcnow(),
     }
-    return _Run(record.uuid, route.name, result, new)
+
+
+def _record(
+    runs: list[dict[str, Any]],
+    finished: dict[EventStatus, list[uuidlib.UUID]],
+    handed_back: list[uuidlib.UUID],
+) -> None:
+    """Record route runs and final statuses, and release handed-back events, in one transaction."""
+    now = utcnow()
+    with write_transaction():
+        for start in range(0, len(runs), 100):
+            upsert_route_runs(runs[start : start + 100])
+        for status, keys in finished.items():
+            EventRecord.update(status=int(status), finished=now, updated=now).where(
+                EventRecord.uuid.in_(keys)
+            ).execute()
+        if handed_back:
+            EventRecord.update(
+                status=int(EventStatus.ACCEPTED),
+                attempts=EventRecord.attempts - 1,
+                enqueued=now,
+                updated=now,
+            ).where(EventRecord.uuid.in_(handed_back)).execute()
 
 
 def stranded(requeue_after: float, processing_lease: float, limit: int = 500) -> list[str]:

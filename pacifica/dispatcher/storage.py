@@ -302,6 +302,32 @@ def supports_returning(database: peewee.Database) -> bool:
     return False
 
 
+def upsert_route_runs(rows: list[dict[str, Any]]) -> None:
+    """Insert route runs; a run already recorded for (event, route) takes the new result.
+
+    On conflict the row keeps its id and creation time and counts one more attempt.
+    """
+    if not rows:
+        return
+    fields = [
+        "handler",
+        "status",
+        "exc_type",
+        "exc_message",
+        "exc_traceback",
+        "started",
+        "finished",
+        "updated",
+    ]
+    update: dict[Any, Any] = {getattr(RouteRun, f): getattr(peewee.EXCLUDED, f) for f in fields}
+    update[RouteRun.attempts] = RouteRun.attempts + 1
+    database = database_proxy.obj
+    target = (
+        None if isinstance(database, peewee.MySQLDatabase) else [RouteRun.event, RouteRun.route]
+    )
+    RouteRun.insert_many(rows).on_conflict(conflict_target=target, update=update).execute()
+
+
 def write_transaction() -> Any:
     """A transaction (or savepoint) for writes.
 

@@ -1,7 +1,8 @@
 """The Celery side: an app factory, the one thin task, and the stranded-event sweeper.
 
-``create_celery(settings, router)`` builds an app whose task loads a stored
-event and hands it to ``dispatch.process``. Messages are acknowledged only
+``create_celery(settings, router)`` builds an app whose task takes the
+stored events a message names (one, or several that arrived together) and
+hands them to ``dispatch.process_many``. Messages are acknowledged only
 after the work is recorded (``acks_late``) and re-queued if the worker process
 dies; on top of that a sweeper thread in every worker re-enqueues events the
 broker lost (see ``dispatch.stranded``). ``celery -A
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +24,6 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from pacifica.dispatcher import delivery, delivery_log, dispatch
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.errors import NotFoundError
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.storage import check_schema, database_proxy, open_database
 from pacifica.dispatcher.subscription_handler import SubscriptionHandler, add_subscription_route
@@ -129,34 +128,23 @@ def create_celery(settings: Settings, router: Router, name: str = "pacifica.disp
     return app
 
 
-def process_task(task: Task, *task_ids: str) -> list[str]:
-    """Celery task: process the stored events a message names; return their status strings.
+def process_task(task: Task, *task_ids: str) -> dict[str, str]:
+    """Celery task: process the stored events a message names; their status strings by id.
 
-    Once the message has taken ``HAND_BACK_AFTER`` seconds, its remaining
-    events go back to the broker one per message, so other worker processes
+    Once the message has taken ``HAND_BACK_AFTER`` seconds, its events not yet
+    started go back to the broker one per message, so other worker processes
     share them instead of waiting behind a slow handler.
     """
     context: WorkerContext = task.app.dispatcher_context
     context.database()
-    started = time.monotonic()
-    statuses: list[str] = []
-    for position, task_id in enumerate(task_ids):
-        if position and time.monotonic() - started > HAND_BACK_AFTER:
-            rest = task_ids[position:]
-            handed_back = enqueue(task.app, rest, per_message=1)
-            if handed_back:
-                log.info("handed %d event(s) back to the queue", len(handed_back))
-            return statuses + [_process_one(context, t) for t in rest[len(handed_back) :]]
-        statuses.append(_process_one(context, task_id))
-    return statuses
-
-
-def _process_one(context: WorkerContext, task_id: str) -> str:
-    try:
-        return dispatch.process(task_id, context.router).http
-    except NotFoundError:  # purged since it was sent
+    limit = HAND_BACK_AFTER if len(task_ids) > 1 else None
+    done = dispatch.process_many(task_ids, context.router, time_limit=limit)
+    for task_id in done.missing:  # purged since the message was sent
         log.warning("event %s no longer exists; message dropped", task_id)
-        return "404 Not Found"
+    if done.handed_back:
+        sent = enqueue(task.app, done.handed_back, per_message=1)
+        log.info("handed %d event(s) back to the queue", len(sent))
+    return {task_id: status.http for task_id, status in done.statuses.items()}
 
 
 def deliver_task(task: Task, delivery_id: int) -> str | None:

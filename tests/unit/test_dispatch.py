@@ -93,6 +93,26 @@ def test_process_counts_attempts_and_refuses_unknown_or_deleted_events(
         dispatch.process("00000000-0000-0000-0000-000000000000", router)
 
 
+def test_process_many_takes_new_events_and_reports_final_and_unknown_ones(
+    sqlite_db, load_json, claim_statement
+):
+    handler = RecordingEventHandler()
+    router = Router()
+    router.add_route("$", handler, name="all")
+    events = [
+        event_from_dict({**load_json("sop_example_event.json"), "eventID": f"e{i}"})
+        for i in range(3)
+    ]
+    first, second, third = (a.uuid for a in dispatch.accept(events))
+    dispatch.process(first, router)
+    unknown = "00000000-0000-0000-0000-000000000000"
+    done = dispatch.process_many([first, second, unknown, third, second], router)
+    assert done.statuses == dict.fromkeys([first, second, third], EventStatus.SUCCEEDED)
+    assert done.missing == [unknown]
+    assert [e.get_id() for e in handler.events] == ["e0", "e1", "e2"]
+    assert [r.attempts for r in RouteRun.select().order_by(RouteRun.id)] == [1, 1, 1]
+
+
 def test_unrouted_event_is_422(sqlite_db, ingest_event):
     [accepted] = dispatch.accept([ingest_event])
     assert dispatch.process(accepted.uuid, Router()) is EventStatus.UNROUTED

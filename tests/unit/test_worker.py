@@ -68,7 +68,7 @@ def test_a_broker_failure_stops_sending_and_reports_what_was_taken(app):
 def test_a_message_processes_every_event_it_names(app):
     ids = accepted_ids(3)
     statuses = worker.process_task(app.tasks[worker.TASK_NAME], *ids)
-    assert statuses == ["200 OK"] * 3
+    assert statuses == dict.fromkeys(ids, "200 OK")
     assert len(app.handler.events) == 3
     assert app.messages == []
 
@@ -77,9 +77,14 @@ def test_a_long_running_message_hands_its_other_events_back_one_per_message(app,
     monkeypatch.setattr(worker, "HAND_BACK_AFTER", 0.0)
     ids = accepted_ids(3)
     statuses = worker.process_task(app.tasks[worker.TASK_NAME], *ids)
-    assert statuses == ["200 OK"]
+    assert statuses == {ids[0]: "200 OK"}
     assert [args for _, args, _ in app.messages] == [[ids[1]], [ids[2]]]
-    assert dispatch.get_record(ids[1]).event_status is EventStatus.ACCEPTED
+    handed_back = dispatch.get_record(ids[1])
+    assert (handed_back.event_status, handed_back.attempts) == (EventStatus.ACCEPTED, 0)
+    assert handed_back.enqueued is not None
+    worker.process_task(app.tasks[worker.TASK_NAME], ids[1])
+    assert dispatch.get_record(ids[1]).attempts == 1
+    assert len(app.handler.events) == 2
 
 
 def test_a_purged_event_does_not_fail_the_rest_of_its_message(app):
@@ -87,4 +92,5 @@ def test_a_purged_event_does_not_fail_the_rest_of_its_message(app):
     dispatch.purge(dispatch.get_record(ids[1]).created.replace(year=2100))
     ids = accepted_ids(1) + ids
     statuses = worker.process_task(app.tasks[worker.TASK_NAME], *ids)
-    assert statuses == ["200 OK", "404 Not Found", "404 Not Found"]
+    assert statuses == {ids[0]: "200 OK"}
+    assert len(app.handler.events) == 1
