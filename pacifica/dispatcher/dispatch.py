@@ -26,6 +26,7 @@ from pacifica.dispatcher.storage import (
     EventStatus,
     RouteRun,
     RunStatus,
+    insert_rows,
     supports_returning,
     upsert_route_runs,
     utcnow,
@@ -65,8 +66,7 @@ def accept_many(groups: Sequence[Sequence[ReceivedEvent]]) -> list[list[Acceptan
         known = _existing_ids([e for group in groups for e in group])
         rows: list[dict[str, Any]] = []
         results = [[_accept_row(e, known, rows, now) for e in group] for group in groups]
-        for start in range(0, len(rows), 200):
-            EventRecord.insert_many(rows[start : start + 200]).execute()
+        insert_rows(EventRecord, rows)
     return results
 
 

@@ -8,10 +8,11 @@ migrations and ``check_schema`` tells whether the database matches the code.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import sqlite3
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -300,6 +301,35 @@ def supports_returning(database: peewee.Database) -> bool:
     if isinstance(database, peewee.SqliteDatabase):
         return sqlite3.sqlite_version_info >= (3, 35)
     return False
+
+
+def insert_rows(model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows (all with the same keys) with one prepared statement and ``executemany``.
+
+    For the receiver's hot path: building a multi-row INSERT with peewee's
+    query builder costs more CPU than the database spends storing the rows
+    (BENCHMARKS.md). Values go through each field's ``db_value`` as peewee
+    would; call it inside a transaction.
+    """
+    if not rows:
+        return
+    database = model._meta.database
+    if isinstance(database, peewee.DatabaseProxy):
+        database = database.obj
+    names = tuple(rows[0])
+    fields = [model._meta.fields[name] for name in names]
+    sql = _insert_statement(model._meta.table_name, tuple(f.column_name for f in fields), database)
+    values = [tuple(f.db_value(row[n]) for f, n in zip(fields, names, strict=True)) for row in rows]
+    database.cursor().executemany(sql, values)
+
+
+@functools.cache
+def _insert_statement(table: str, columns: tuple[str, ...], database: peewee.Database) -> str:
+    start, end = database.quote[0], database.quote[1]
+    quoted = ", ".join(f"{start}{c}{end}" for c in columns)
+    marks = ", ".join([database.param] * len(columns))
+    # Names come from the models, values go through parameters.
+    return f"INSERT INTO {start}{table}{end} ({quoted}) VALUES ({marks})"  # noqa: S608
 
 
 def upsert_route_runs(rows: list[dict[str, Any]]) -> None:

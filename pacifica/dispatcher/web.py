@@ -378,6 +378,7 @@ def serve(
             "server.socket_host": host,
             "server.socket_port": port,
             "server.thread_pool": 16,
+            "server.socket_queue_size": 128,  # a burst of new clients is not refused
             "engine.autoreload.on": False,
             # Errors and accesses reach the root logger (the CLI configures it); no second copy.
             "log.screen": False,
