@@ -61,7 +61,10 @@ PEERS_DIR = BENCH_DIR / "peers"
 WRK_SCRIPT = BENCH_DIR / "wrk_post.lua"
 UPSTREAM_VENV = Path(os.environ.get("UPSTREAM_VENV", "/tmp/upstream-dispatcher-venv"))
 UPSTREAM_REQUIREMENTS = ["pacifica-dispatcher==0.2.5", "celery[redis]"]
-SYSTEMS = ("ours", "ours-gunicorn", "upstream")
+SYSTEMS = ("ours", "upstream", "ours-uwsgi", "upstream-uwsgi")
+# The production shape (README, Dockerfile.uwsgi) on this machine's two cores, the same for both.
+UWSGI_OPTIONS = ["--master", "--lazy-apps", "--processes", "2", "--threads", "8"]
+UWSGI_OPTIONS += ["--disable-logging", "--die-on-term", "--need-app"]
 WORKERS = 2
 EVENT_TYPE = "org.pacifica.metadata.ingest"
 WARMUP_EVENTS = 20
@@ -244,15 +247,19 @@ def ensure_upstream_venv() -> Path:
     return python
 
 
-def ensure_tool(name: str, package: str) -> Path:
-    """A console script of the project venv, ``pip install``-ed into it if missing."""
-    tool = Path(sys.executable).parent / name
+def ensure_tool(name: str, package: str, python: str = sys.executable) -> Path:
+    """A console script of ``python``'s venv (the project's), ``pip install``-ed if missing."""
+    tool = Path(python).parent / name
     if not tool.exists():
-        logging.info("installing %s into the project venv", package)
-        run_checked(
-            [sys.executable, "-m", "pip", "install", "-q", package], f"pip install {package}"
-        )
+        logging.info("installing %s into %s", package, Path(python).parent.parent)
+        run_checked([python, "-m", "pip", "install", "-q", package], f"pip install {package}")
     return tool
+
+
+def uwsgi_command(python: str, port: int, module: str) -> list[str]:
+    """uWSGI serving ``module`` (``pkg.mod:application``) with HTTP/1.1 keep-alive on ``port``."""
+    uwsgi = str(ensure_tool("uwsgi", "uwsgi", python))
+    return [uwsgi, "--http11-socket", f"127.0.0.1:{port}", *UWSGI_OPTIONS, "--module", module]
 
 
 # --- load generation -----------------------------------------------------------------------------
@@ -586,8 +593,8 @@ def start_redis(procs: Processes, folder: Path) -> int:
     return port
 
 
-def start_ours(procs: Processes, folder: Path, gunicorn: bool) -> Running:
-    """This project: receiver (CherryPy or gunicorn) and a 2-process Celery worker."""
+def start_ours(procs: Processes, folder: Path, uwsgi: bool) -> Running:
+    """This project: receiver (CherryPy's server or uWSGI) and a 2-process Celery worker."""
     redis_port = start_redis(procs, folder)
     record = folder / "handled.txt"
     env = base_env(
@@ -603,16 +610,8 @@ def start_ours(procs: Processes, folder: Path, gunicorn: bool) -> Running:
     python = sys.executable
     run_checked_env([python, "-m", "benchmarks.bench_app", "db", "sync"], env, "db sync")
     port = free_port()
-    if gunicorn:
-        command = [
-            str(ensure_tool("gunicorn", "gunicorn")),
-            "-w",
-            str(WORKERS),
-            "-b",
-            f"127.0.0.1:{port}",
-            "--no-control-socket",
-            "pacifica.dispatcher.wsgi:application",
-        ]
+    if uwsgi:
+        command = uwsgi_command(python, port, "benchmarks.bench_app_wsgi:application")
     else:
         command = [python, "-m", "benchmarks.bench_app", "serve", "--port", str(port)]
         command.append("--no-worker")
@@ -642,8 +641,8 @@ def start_ours(procs: Processes, folder: Path, gunicorn: bool) -> Running:
     return Running(port, redis_port, RecordFile(record), receiver, worker)
 
 
-def start_upstream(procs: Processes, folder: Path) -> Running:
-    """Upstream 0.2.5: the shim on CherryPy and a 2-process prefork Celery worker."""
+def start_upstream(procs: Processes, folder: Path, uwsgi: bool) -> Running:
+    """Upstream 0.2.5: the shim on CherryPy's server or uWSGI, and a 2-process prefork worker."""
     python = ensure_upstream_venv()
     redis_port = start_redis(procs, folder)
     record = folder / "handled.txt"
@@ -655,13 +654,10 @@ def start_upstream(procs: Processes, folder: Path) -> Running:
     )
     env.pop("PYTHONPATH", None)
     port = free_port()
-    receiver = procs.start(
-        "receiver",
-        [str(python), "upstream_dispatcher.py", str(port)],
-        env,
-        PEERS_DIR,
-        folder / "receiver.log",
-    )
+    command = [str(python), "upstream_dispatcher.py", str(port)]
+    if uwsgi:
+        command = uwsgi_command(str(python), port, "upstream_dispatcher:application")
+    receiver = procs.start("receiver", command, env, PEERS_DIR, folder / "receiver.log")
     wait_until(lambda: http_ready(port), 60, "upstream receiver", receiver)
     worker = procs.start(
         "worker",
@@ -953,10 +949,8 @@ def measure_system(system: str, args: argparse.Namespace, folder: Path) -> Syste
     procs = Processes()
     profilers: list[Profiler] = []
     try:
-        if system == "upstream":
-            running = start_upstream(procs, folder)
-        else:
-            running = start_ours(procs, folder, gunicorn=system == "ours-gunicorn")
+        start = start_upstream if system.startswith("upstream") else start_ours
+        running = start(procs, folder, uwsgi=system.endswith("-uwsgi"))
         warm = post_events(running.port, [f"warm-{n}" for n in range(WARMUP_EVENTS)], 2)
         if not warm.sent_at or not running.record.wait_for(set(warm.sent_at), 90):
             raise RuntimeError(

@@ -57,6 +57,19 @@ def build(
     return Service(settings, router, celery or create_celery(settings, router))
 
 
+def wsgi_app_from_env(
+    router_factory: Callable[[Settings], Router] = default_router, settings: Settings | None = None
+) -> Any:
+    """A project's WSGI application (for uWSGI or gunicorn), its database opened and checked.
+
+    Raises:
+        SchemaMismatchError: the database needs ``pacifica-dispatcher db sync``.
+    """
+    settings = settings or Settings.from_env()
+    open_checked_database(settings)
+    return build(settings, router_factory(settings)).wsgi_app()
+
+
 def open_checked_database(settings: Settings) -> peewee.Database:
     """Open the database and insist its schema matches the code.
 

@@ -9,17 +9,6 @@ database connection, after the fork.
 
 from __future__ import annotations
 
-from typing import Any
+from pacifica.dispatcher.service import wsgi_app_from_env
 
-from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.service import build, open_checked_database
-
-
-def create_application(settings: Settings | None = None) -> Any:
-    """Build the WSGI application of the stand-alone service."""
-    settings = settings or Settings.from_env()
-    open_checked_database(settings)
-    return build(settings).wsgi_app()
-
-
-application = create_application()
+application = wsgi_app_from_env()

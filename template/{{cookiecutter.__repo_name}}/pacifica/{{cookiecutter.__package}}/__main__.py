@@ -19,7 +19,7 @@ from typing import Any
 
 from pacifica.dispatcher import cli
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.service import build, open_checked_database
+from pacifica.dispatcher.service import wsgi_app_from_env
 from pacifica.dispatcher.worker import create_celery
 
 from {{ cookiecutter.__import_path }}.router import (
@@ -38,9 +38,7 @@ def create_celery_app(settings: Settings | None = None) -> Any:
 
 def create_application(settings: Settings | None = None) -> Any:
     """The WSGI application: receives events and answers status queries."""
-    settings = settings or Settings.from_env()
-    open_checked_database(settings)
-    return build(settings, create_router(settings)).wsgi_app()
+    return wsgi_app_from_env(create_router, settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,90 @@
+"""The receiver's group commit, against a real SQLite file: what is stored, sent and recorded."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from pacifica.dispatcher import dispatch
+from pacifica.dispatcher.intake import Intake
+from pacifica.dispatcher.storage import EventRecord
+from pacifica.dispatcher.testing import event_from_dict
+
+
+def events(*ids: str):
+    return [
+        event_from_dict({"specversion": "1.0", "id": i, "type": "t", "source": "s"}) for i in ids
+    ]
+
+
+def test_concurrent_requests_are_stored_sent_and_recorded_as_sent(sqlite_db):
+    sent: list[str] = []
+    intake = Intake(lambda ids: sent.extend(ids) or ids)
+    results: list[str] = []
+
+    def request(number: int) -> None:
+        [accepted] = intake.submit(events(f"e{number}"))
+        results.append(accepted.uuid)
+
+    threads = [threading.Thread(target=request, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert intake.drain()
+    assert sorted(sent) == sorted(results)
+    assert all(dispatch.get_record(uuid).enqueued is not None for uuid in results)
+
+
+def test_a_broker_refusing_messages_leaves_them_unmarked_for_the_sweeper(sqlite_db):
+    def broker_down(ids: list[str]) -> list[str]:
+        raise ConnectionError("broker down")
+
+    intake = Intake(broker_down)
+    [accepted] = intake.submit(events("e1"))
+    assert intake.drain()
+    assert dispatch.get_record(accepted.uuid).enqueued is None
+    assert dispatch.stranded(0, 3600) == [accepted.uuid]
+
+
+def test_one_failing_request_does_not_fail_the_others_committed_with_it(sqlite_db, monkeypatch):
+    """Two requests queued behind a slow commit share the next one; only the bad one fails."""
+    real_accept_many = dispatch.accept_many
+    first_commit_started, release_first_commit = threading.Event(), threading.Event()
+
+    def accept_many(groups, published=()):
+        if any(e.id == "slow" for group in groups for e in group):
+            first_commit_started.set()
+            release_first_commit.wait(10)
+        if any(e.id == "bad" for group in groups for e in group):
+            raise RuntimeError("this event breaks the insert")
+        return real_accept_many(groups, published)
+
+    monkeypatch.setattr(dispatch, "accept_many", accept_many)
+    intake = Intake(lambda ids: ids)
+    outcomes: dict[str, object] = {}
+
+    def request(event_id: str) -> None:
+        try:
+            outcomes[event_id] = intake.submit(events(event_id))[0].created
+        except RuntimeError as exc:
+            outcomes[event_id] = exc
+
+    slow = threading.Thread(target=request, args=("slow",))
+    slow.start()
+    assert first_commit_started.wait(10)
+    queued = [threading.Thread(target=request, args=(i,)) for i in ("good", "bad")]
+    for thread in queued:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while intake._writes.qsize() < 2:  # both wait behind the slow commit
+        assert time.monotonic() < deadline, "the two requests never queued"
+        threading.Event().wait(0.01)
+    release_first_commit.set()
+    for thread in [slow, *queued]:
+        thread.join(10)
+    assert (outcomes["slow"], outcomes["good"]) == (True, True)
+    assert isinstance(outcomes["bad"], RuntimeError)
+    assert intake.drain()
+    stored = {r.event_id for r in EventRecord.select()}
+    assert stored == {"slow", "good"}
