@@ -306,10 +306,10 @@ def supports_returning(database: peewee.Database) -> bool:
 def insert_rows(model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows (all with the same keys) with one prepared statement and ``executemany``.
 
-    For the receiver's hot path: building a multi-row INSERT with peewee's
-    query builder costs more CPU than the database spends storing the rows
-    (BENCHMARKS.md). Values go through each field's ``db_value`` as peewee
-    would; call it inside a transaction.
+    For hot paths: building a multi-row INSERT with peewee's query builder
+    costs more CPU than the database spends storing the rows (BENCHMARKS.md).
+    Fields left out take their defaults and values go through each field's
+    ``db_value``, as with peewee; call it inside a transaction.
     """
     if not rows:
         return
@@ -318,9 +318,37 @@ def insert_rows(model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> No
         database = database.obj
     names = tuple(rows[0])
     fields = [model._meta.fields[name] for name in names]
-    sql = _insert_statement(model._meta.table_name, tuple(f.column_name for f in fields), database)
-    values = [tuple(f.db_value(row[n]) for f, n in zip(fields, names, strict=True)) for row in rows]
-    database.cursor().executemany(sql, values)
+    defaulted = [
+        f for f in model._meta.sorted_fields if f.name not in names and f.default is not None
+    ]
+    columns = tuple(f.column_name for f in fields + defaulted)
+    sql = _insert_statement(model._meta.table_name, columns, database)
+    values = [
+        tuple(f.db_value(row[n]) for f, n in zip(fields, names, strict=True))
+        + tuple(f.db_value(f.default() if callable(f.default) else f.default) for f in defaulted)
+        for row in rows
+    ]
+    with peewee.__exception_wrapper__:  # type: ignore[attr-defined]  # driver errors → peewee's
+        database.cursor().executemany(sql, values)
+
+
+def subscription_revision() -> int:
+    """The subscription revision counter (0 before the first change), read with a prepared query.
+
+    Workers read it for every event; building the query with peewee each time
+    would cost more than running it.
+    """
+    database = database_proxy.obj
+    row = database.execute_sql(*_revision_query(database)).fetchone()
+    return int(row[0]) if row else 0
+
+
+@functools.cache
+def _revision_query(database: peewee.Database) -> tuple[str, list[Any]]:
+    del database  # one statement per database (the proxy may be re-bound)
+    query = SubscriptionRevision.select(SubscriptionRevision.revision)
+    sql, params = query.where(SubscriptionRevision.id == 1).sql()
+    return sql, list(params)
 
 
 @functools.cache

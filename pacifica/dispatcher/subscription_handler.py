@@ -25,7 +25,7 @@ from pacifica.dispatcher.event_handlers import EventHandler
 from pacifica.dispatcher.events import ReceivedEvent
 from pacifica.dispatcher.matching import MatchIndex
 from pacifica.dispatcher.router import Route, Router, compile_path
-from pacifica.dispatcher.storage import EventRecord, Subscription, SubscriptionRevision
+from pacifica.dispatcher.storage import EventRecord, Subscription, subscription_revision
 from pacifica.dispatcher.subscriptions import compile_jsonpath
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,7 @@ class Matcher:
 
     def refresh(self) -> None:
         """Rebuild the index if subscriptions changed since the last call."""
-        row = SubscriptionRevision.get_or_none(SubscriptionRevision.id == 1)
-        revision = int(row.revision) if row else 0
+        revision = subscription_revision()
         if revision == self.revision:
             return
         active = Subscription.select(Subscription.uuid, Subscription.jsonpath).where(

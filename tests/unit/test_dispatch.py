@@ -113,6 +113,27 @@ def test_process_many_takes_new_events_and_reports_final_and_unknown_ones(
     assert [r.attempts for r in RouteRun.select().order_by(RouteRun.id)] == [1, 1, 1]
 
 
+def test_a_run_recorded_meanwhile_by_another_delivery_is_updated_not_duplicated(
+    sqlite_db, ingest_event, claim_statement
+):
+    """Two workers on one event: the second to record its run updates the first's."""
+    [accepted] = dispatch.accept([ingest_event])
+
+    class RecordedMeanwhile(RecordingEventHandler):
+        def handle(self, event):
+            RouteRun.insert(
+                event=accepted.uuid, route="ingest", handler="other worker", status=200, attempts=1
+            ).execute()
+            super().handle(event)
+
+    router = Router()
+    router.add_route(INGEST, RecordedMeanwhile(), name="ingest")
+    assert dispatch.process(accepted.uuid, router) is EventStatus.SUCCEEDED
+    [run] = RouteRun.select()
+    assert run.attempts == 2
+    assert run.handler.endswith("RecordedMeanwhile")
+
+
 def test_unrouted_event_is_422(sqlite_db, ingest_event):
     [accepted] = dispatch.accept([ingest_event])
     assert dispatch.process(accepted.uuid, Router()) is EventStatus.UNROUTED
