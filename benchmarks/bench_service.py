@@ -63,7 +63,7 @@ UPSTREAM_VENV = Path(os.environ.get("UPSTREAM_VENV", "/tmp/upstream-dispatcher-v
 UPSTREAM_REQUIREMENTS = ["pacifica-dispatcher==0.2.5", "celery[redis]"]
 SYSTEMS = ("ours", "upstream", "ours-uwsgi", "upstream-uwsgi")
 # The production shape (README, Dockerfile.uwsgi) on this machine's two cores, the same for both.
-UWSGI_OPTIONS = ["--master", "--lazy-apps", "--processes", "2", "--threads", "8"]
+UWSGI_OPTIONS = ["--master", "--lazy-apps", "--processes", "1", "--threads", "16"]
 UWSGI_OPTIONS += ["--disable-logging", "--die-on-term", "--need-app"]
 WORKERS = 2
 EVENT_TYPE = "org.pacifica.metadata.ingest"

@@ -29,7 +29,9 @@ from pacifica.dispatcher.storage import (
     RouteRun,
     RunStatus,
     insert_rows,
+    select_in,
     supports_returning,
+    update_in,
     upsert_route_runs,
     utcnow,
     write_transaction,
@@ -87,11 +89,12 @@ def _existing_ids(events: Sequence[ReceivedEvent]) -> dict[tuple[str, str], str]
     for source, event_ids in by_source.items():
         ids = sorted(event_ids)
         for start in range(0, len(ids), 500):
-            query = EventRecord.select(EventRecord.uuid, EventRecord.event_id).where(
-                (EventRecord.source == source) & EventRecord.event_id.in_(ids[start : start + 500])
+            chunk = ids[start : start + 500]
+            rows = select_in(
+                EventRecord, ["uuid", "event_id"], {"source": source}, "event_id", chunk
             )
-            for row in query:
-                found[(source, row.event_id)] = str(row.uuid)
+            for uuid, event_id in rows:
+                found[(source, event_id)] = str(uuid)
     return found
 
 
@@ -128,10 +131,9 @@ def _accept_row(
 def mark_enqueued(uuids: Iterable[str]) -> None:
     """Record that the broker took these events' messages."""
     ids = [uuidlib.UUID(u) for u in uuids]
-    if ids:
-        EventRecord.update(enqueued=utcnow(), updated=utcnow()).where(
-            EventRecord.uuid.in_(ids)
-        ).execute()
+    now = utcnow()
+    for start in range(0, len(ids), 500):
+        update_in(EventRecord, {"enqueued": now, "updated": now}, "uuid", ids[start : start + 500])
 
 
 def get_record(task_id: str) -> EventRecord:

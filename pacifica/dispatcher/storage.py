@@ -8,14 +8,13 @@ migrations and ``check_schema`` tells whether the database matches the code.
 from __future__ import annotations
 
 import enum
-import functools
 import json
 import sqlite3
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import peewee
@@ -303,26 +302,29 @@ def supports_returning(database: peewee.Database) -> bool:
     return False
 
 
+# Prepared statements for the hot paths (receiving and processing events): building
+# a query with peewee's query builder costs more CPU than the database spends running
+# it (BENCHMARKS.md). Table and column names come from the models; every value is a
+# parameter converted by its field's ``db_value``, as peewee would.
+
+
 def insert_rows(model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows (all with the same keys) with one prepared statement and ``executemany``.
 
-    For hot paths: building a multi-row INSERT with peewee's query builder
-    costs more CPU than the database spends storing the rows (BENCHMARKS.md).
-    Fields left out take their defaults and values go through each field's
-    ``db_value``, as with peewee; call it inside a transaction.
+    Fields left out take their defaults. Call it inside a transaction.
     """
     if not rows:
         return
-    database = model._meta.database
-    if isinstance(database, peewee.DatabaseProxy):
-        database = database.obj
+    database = _bound(model)
     names = tuple(rows[0])
     fields = [model._meta.fields[name] for name in names]
     defaulted = [
         f for f in model._meta.sorted_fields if f.name not in names and f.default is not None
     ]
-    columns = tuple(f.column_name for f in fields + defaulted)
-    sql = _insert_statement(model._meta.table_name, columns, database)
+    columns = ", ".join(_quote(database, f.column_name) for f in fields + defaulted)
+    marks = ", ".join([database.param] * (len(fields) + len(defaulted)))
+    table = _quote(database, model._meta.table_name)
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"  # noqa: S608 (names from models)
     values = [
         tuple(f.db_value(row[n]) for f, n in zip(fields, names, strict=True))
         + tuple(f.db_value(f.default() if callable(f.default) else f.default) for f in defaulted)
@@ -332,32 +334,68 @@ def insert_rows(model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> No
         database.cursor().executemany(sql, values)
 
 
+def select_in(
+    model: type[peewee.Model],
+    columns: Sequence[str],
+    equal: dict[str, Any],
+    field: str,
+    keys: Sequence[Any],
+) -> list[tuple[Any, ...]]:
+    """``SELECT columns WHERE <each equal> AND field IN keys``, values converted both ways."""
+    if not keys:
+        return []
+    database = _bound(model)
+    meta = model._meta
+    selected = [meta.fields[c] for c in columns]
+    where = [f"{_quote(database, meta.fields[n].column_name)} = {database.param}" for n in equal]
+    where.append(_in(database, meta.fields[field].column_name, len(keys)))
+    names = ", ".join(_quote(database, f.column_name) for f in selected)
+    table = _quote(database, meta.table_name)
+    sql = f"SELECT {names} FROM {table} WHERE {' AND '.join(where)}"  # noqa: S608 (as above)
+    params = [meta.fields[n].db_value(v) for n, v in equal.items()]
+    params += [meta.fields[field].db_value(k) for k in keys]
+    rows = database.execute_sql(sql, params).fetchall()
+    return [tuple(f.python_value(v) for f, v in zip(selected, row, strict=True)) for row in rows]
+
+
+def update_in(
+    model: type[peewee.Model], changes: dict[str, Any], field: str, keys: Sequence[Any]
+) -> None:
+    """``UPDATE SET changes WHERE field IN keys``, values converted by their fields."""
+    if not keys:
+        return
+    database = _bound(model)
+    meta = model._meta
+    assignments = ", ".join(
+        f"{_quote(database, meta.fields[n].column_name)} = {database.param}" for n in changes
+    )
+    where = _in(database, meta.fields[field].column_name, len(keys))
+    table = _quote(database, meta.table_name)
+    sql = f"UPDATE {table} SET {assignments} WHERE {where}"  # noqa: S608 (names from models)
+    params = [meta.fields[n].db_value(v) for n, v in changes.items()]
+    params += [meta.fields[field].db_value(k) for k in keys]
+    database.execute_sql(sql, params)
+
+
+def _bound(model: type[peewee.Model]) -> peewee.Database:
+    database = model._meta.database
+    if isinstance(database, peewee.DatabaseProxy):
+        database = database.obj
+    return cast(peewee.Database, database)
+
+
+def _quote(database: peewee.Database, name: str) -> str:
+    return f"{database.quote[0]}{name}{database.quote[1]}"
+
+
+def _in(database: peewee.Database, column: str, count: int) -> str:
+    return f"{_quote(database, column)} IN ({', '.join([database.param] * count)})"
+
+
 def subscription_revision() -> int:
-    """The subscription revision counter (0 before the first change), read with a prepared query.
-
-    Workers read it for every event; building the query with peewee each time
-    would cost more than running it.
-    """
-    database = database_proxy.obj
-    row = database.execute_sql(*_revision_query(database)).fetchone()
-    return int(row[0]) if row else 0
-
-
-@functools.cache
-def _revision_query(database: peewee.Database) -> tuple[str, list[Any]]:
-    del database  # one statement per database (the proxy may be re-bound)
-    query = SubscriptionRevision.select(SubscriptionRevision.revision)
-    sql, params = query.where(SubscriptionRevision.id == 1).sql()
-    return sql, list(params)
-
-
-@functools.cache
-def _insert_statement(table: str, columns: tuple[str, ...], database: peewee.Database) -> str:
-    start, end = database.quote[0], database.quote[1]
-    quoted = ", ".join(f"{start}{c}{end}" for c in columns)
-    marks = ", ".join([database.param] * len(columns))
-    # Names come from the models, values go through parameters.
-    return f"INSERT INTO {start}{table}{end} ({quoted}) VALUES ({marks})"  # noqa: S608
+    """The subscription revision counter (0 before the first change); workers read it per event."""
+    rows = select_in(SubscriptionRevision, ["revision"], {}, "id", [1])
+    return int(rows[0][0]) if rows else 0
 
 
 def upsert_route_runs(rows: list[dict[str, Any]]) -> None:
