@@ -1054,22 +1054,30 @@ def details_table(results: list[SystemResult]) -> str:
 
 
 def ratios(results: list[SystemResult]) -> list[str]:
-    """Lines comparing each of our rows with the upstream row."""
-    upstream = next((r for r in results if r.system == "upstream"), None)
-    if upstream is None or upstream.end_to_end is None:
-        return []
+    """Lines comparing our rows with upstream on the same server, and with upstream's best row."""
+    by_name = {r.system: r for r in results if r.end_to_end is not None}
+    peers = [r for r in by_name.values() if r.system.startswith("upstream")]
     lines = []
-    for result in results:
-        if result is upstream or result.end_to_end is None:
-            continue
-        parts = []
-        for ours, theirs in zip(result.accept, upstream.accept, strict=False):
-            if theirs.rate:
-                parts.append(f"accepted c={ours.concurrency} x{ours.rate / theirs.rate:.1f}")
-        if result.end_to_end.rate and upstream.end_to_end.rate:
-            parts.append(f"end-to-end x{result.end_to_end.rate / upstream.end_to_end.rate:.1f}")
-        lines.append(f"- {result.system} vs upstream: " + ", ".join(parts))
+    for ours in (r for r in by_name.values() if r.system.startswith("ours")):
+        same = by_name.get(ours.system.replace("ours", "upstream"))
+        if same is not None:
+            lines.append(f"- {ours.system} vs {same.system}: {_ratio_text(ours, same)}")
+        best = max(peers, key=lambda r: max((a.rate for a in r.accept), default=0), default=None)
+        if best is not None and best is not same:
+            lines.append(
+                f"- {ours.system} vs {best.system} (upstream's best): {_ratio_text(ours, best)}"
+            )
     return lines
+
+
+def _ratio_text(ours: SystemResult, theirs: SystemResult) -> str:
+    parts = []
+    for mine, peer in zip(ours.accept, theirs.accept, strict=False):
+        if peer.rate:
+            parts.append(f"accepted c={mine.concurrency} x{mine.rate / peer.rate:.1f}")
+    if ours.end_to_end is not None and theirs.end_to_end is not None and theirs.end_to_end.rate:
+        parts.append(f"end-to-end x{ours.end_to_end.rate / theirs.end_to_end.rate:.1f}")
+    return ", ".join(parts)
 
 
 def print_profile(result: SystemResult) -> None:
