@@ -53,13 +53,8 @@ def accept(events: Sequence[ReceivedEvent]) -> list[Acceptance]:
     return accept_many([events])[0]
 
 
-def accept_many(
-    groups: Sequence[Sequence[ReceivedEvent]], published: Sequence[str] = ()
-) -> list[list[Acceptance]]:
+def accept_many(groups: Sequence[Sequence[ReceivedEvent]]) -> list[list[Acceptance]]:
     """Store several requests' events in one transaction; one list of acceptances per request.
-
-    The same transaction records the ``published`` events' messages as sent
-    (see ``mark_enqueued``).
 
     An event whose (source, id) is already stored, or appears earlier in the
     same call, is not stored again: the original task id comes back with
@@ -76,7 +71,6 @@ def accept_many(
         rows: list[dict[str, Any]] = []
         results = [[_accept_row(e, known, rows, now) for e in group] for group in groups]
         insert_rows(EventRecord, rows)
-        mark_enqueued(published)
     return results
 
 

@@ -4,10 +4,8 @@ A request thread calls ``Intake.submit`` and waits until its events are
 committed, so its answer still means "stored". Meanwhile the writer thread
 takes everything that queued up and commits it in one transaction: a burst of
 N requests costs one commit, not N. Broker messages are published afterwards
-by a publisher thread, off the request path, and the writer records them as
-sent (``enqueued``) in its next transaction, so the receiver has one database
-writer; an event whose message was never published keeps ``enqueued`` empty
-and the workers' sweeper sends it.
+by a publisher thread, off the request path; an event whose message was never
+published keeps ``enqueued`` empty and the workers' sweeper sends it.
 """
 
 from __future__ import annotations
@@ -36,21 +34,13 @@ class _Pending:
 
 
 @dataclass
-class _Published:
-    """Messages the publisher sent (``ids``) for this many submissions."""
-
-    ids: list[str]
-    submissions: int
-
-
-@dataclass
 class Intake:
     """Stores events with group commit, then publishes their messages in the background."""
 
     publish: Publish
     max_batch: int = 500
     timeout: float = 60.0
-    _writes: queue.SimpleQueue[_Pending | _Published] = field(default_factory=queue.SimpleQueue)
+    _writes: queue.SimpleQueue[_Pending] = field(default_factory=queue.SimpleQueue)
     _sends: queue.SimpleQueue[tuple[list[str], int]] = field(default_factory=queue.SimpleQueue)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _idle: threading.Condition = field(default_factory=threading.Condition)
@@ -79,7 +69,7 @@ class Intake:
         return pending.result
 
     def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until every submitted event's message was sent and recorded (for tests)."""
+        """Wait until every submitted event's message was handed to the broker (for tests)."""
         with self._idle:
             return self._idle.wait_for(lambda: self._unpublished == 0, timeout)
 
@@ -96,30 +86,24 @@ class Intake:
 
     def _write_loop(self) -> None:
         while True:
-            batch = [self._writes.get()]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._writes.get_nowait())
-                except queue.Empty:
-                    break
-            pending = [item for item in batch if isinstance(item, _Pending)]
-            published = [item for item in batch if isinstance(item, _Published)]
-            self._commit(pending, [i for p in published for i in p.ids])
-            self._finished(sum(p.submissions for p in published))
+            self._commit(self._take(self._writes, self._writes.get()))
 
-    def _commit(self, batch: list[_Pending], published: list[str]) -> None:
-        if not batch and not published:
-            return
+    def _take(self, source: queue.SimpleQueue[_Pending], first: _Pending) -> list[_Pending]:
+        batch = [first]
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(source.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _commit(self, batch: list[_Pending]) -> None:
         try:
-            results = dispatch.accept_many([p.events for p in batch], published)
+            results = dispatch.accept_many([p.events for p in batch])
         except Exception as exc:
-            if len(batch) + bool(published) > 1:  # one bad request must not fail the others
-                self._commit([], published)
+            if len(batch) > 1:  # one bad request must not fail the others: retry one by one
                 for pending in batch:
-                    self._commit([pending], [])
-                return
-            if not batch:  # the sweeper sends these again; nothing else is lost
-                log.warning("could not record %d sent message(s): %r", len(published), exc)
+                    self._commit([pending])
                 return
             log.warning("could not store an event: %r", exc)
             batch[0].error = exc
@@ -130,8 +114,7 @@ class Intake:
         for pending, result in zip(batch, results, strict=True):
             pending.result = result
             pending.done.set()
-        if batch:
-            self._sends.put((fresh, len(batch)))
+        self._sends.put((fresh, len(batch)))
 
     def _publish_loop(self) -> None:
         while True:
@@ -142,16 +125,16 @@ class Intake:
                     ids, submissions = ids + more, submissions + count
             except queue.Empty:
                 pass
-            self._writes.put(_Published(self._send(ids), submissions))
+            self._send(ids)
+            self._finished(submissions)
 
-    def _send(self, ids: list[str]) -> list[str]:
+    def _send(self, ids: list[str]) -> None:
         if not ids:
-            return []
+            return
         try:
-            return self.publish(ids)
+            dispatch.mark_enqueued(self.publish(ids))
         except Exception:  # the sweeper publishes whatever is left unmarked
             log.exception("publishing %d message(s) failed; the sweeper will retry", len(ids))
-            return []
 
     def _finished(self, count: int) -> None:
         with self._idle:

@@ -52,13 +52,13 @@ def test_one_failing_request_does_not_fail_the_others_committed_with_it(sqlite_d
     real_accept_many = dispatch.accept_many
     first_commit_started, release_first_commit = threading.Event(), threading.Event()
 
-    def accept_many(groups, published=()):
+    def accept_many(groups):
         if any(e.id == "slow" for group in groups for e in group):
             first_commit_started.set()
             release_first_commit.wait(10)
         if any(e.id == "bad" for group in groups for e in group):
             raise RuntimeError("this event breaks the insert")
-        return real_accept_many(groups, published)
+        return real_accept_many(groups)
 
     monkeypatch.setattr(dispatch, "accept_many", accept_many)
     intake = Intake(lambda ids: ids)
