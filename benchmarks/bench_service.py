@@ -853,8 +853,9 @@ def sql_census(events: int = 200) -> dict[str, Any]:
     """SQL statements and time per event for our receiver and worker code, in-process.
 
     Drives the real receiver WSGI app (``POST /receive`` through the group-commit
-    intake, with a publisher that only returns the ids) and then the worker task's body
-    (``dispatch.process``) on a scratch SQLite file in WAL mode, as in the
+    intake, with a publisher that only returns the ids, one request at a time) and then
+    the worker task's body (``dispatch.process_many`` on messages of
+    ``EVENTS_PER_MESSAGE`` events) on a scratch SQLite file in WAL mode, as in the
     benchmark, logging every statement peewee executes and profiling both
     loops with cProfile. No broker and no HTTP server are involved.
     """
@@ -899,14 +900,15 @@ def sql_census(events: int = 200) -> dict[str, Any]:
             ids += [_census_post(app, f"census-profiled-{n}") for n in range(events)]
             receiver_profile.disable()
             statements.clear()
+            size = settings.events_per_message
             started = time.perf_counter()
-            for task_id in ids[:events]:
-                dispatch.process(task_id, router)
+            for start in range(0, events, size):
+                dispatch.process_many(ids[start : min(start + size, events)], router)
             process_seconds = time.perf_counter() - started
             process_statements = Counter(statements)
             worker_profile.enable()
-            for task_id in ids[events:]:
-                dispatch.process(task_id, router)
+            for start in range(events, 2 * events, size):
+                dispatch.process_many(ids[start : start + size], router)
             worker_profile.disable()
         finally:
             peewee_log.removeHandler(collect)

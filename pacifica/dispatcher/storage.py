@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import sqlite3
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from playhouse.db_url import connect
 from pacifica.dispatcher.errors import ConfigurationError, SchemaMismatchError
 
 database_proxy = peewee.DatabaseProxy()
+_peewee_log = logging.getLogger("peewee")
 
 
 def utcnow() -> datetime:
@@ -330,6 +332,8 @@ def insert_rows(model: type[peewee.Model], rows: Sequence[dict[str, Any]]) -> No
         + tuple(f.db_value(f.default() if callable(f.default) else f.default) for f in defaulted)
         for row in rows
     ]
+    if _peewee_log.isEnabledFor(logging.DEBUG):  # peewee's SQL log shows every statement
+        _peewee_log.debug((sql, values))
     with peewee.__exception_wrapper__:  # type: ignore[attr-defined]  # driver errors → peewee's
         database.cursor().executemany(sql, values)
 
