@@ -233,6 +233,18 @@ class Settings:
             raise ConfigurationError("AUTHENTICATION_TYPE=clientssl needs AUTHENTICATION_CERT")
         return self
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, for a child process (the embedded worker).
+
+        Settings read from a config file reach the child this way too.
+        """
+        env = {}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if value is not None:
+                env[spec.metadata["env"]] = str(value)
+        return env
+
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (for tests and CLI flags)."""
         return replace(self, **changes).validated()

@@ -107,10 +107,10 @@ def worker_command(worker_app: str, settings: Settings, loglevel: str = "INFO") 
 
 
 def start_worker_process(worker_app: str, settings: Settings) -> subprocess.Popen[bytes]:
-    """Start a worker in a child process that inherits this environment."""
+    """Start a worker in a child process with this environment and these settings."""
     command = worker_command(worker_app, settings)
     log.info("starting worker: %s", " ".join(command))
-    return subprocess.Popen(command, env=dict(os.environ))
+    return subprocess.Popen(command, env={**os.environ, **settings.to_env()})
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

@@ -7,11 +7,14 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -412,3 +415,48 @@ def test_upstream_notifications_test_event_and_subscription(
     purged = service.cli("events", "purge", "--older-than", "2999-01-01")
     assert purged.returncode == 0, purged.stderr
     assert service.cli("events", "get", task_id).returncode != 0
+
+
+def test_pacifica_notifications_server_delivers_with_an_upstream_config_ini(
+    deployments, target: HTTPRecorder, load_json, tmp_path
+) -> None:
+    """The drop-in ``pacifica-notifications`` on its embedded broker, configured the upstream way.
+
+    Its database comes from the upstream ``config.ini`` only, so the worker it
+    starts must be given the same settings, or it would look in another database.
+    """
+    deployment = deployments()
+    config = tmp_path / "notifications.ini"
+    database = tmp_path / "notifications.sqlite3"
+    config.write_text(f"[database]\npeewee_url = sqliteext:///{database}\n", encoding="utf-8")
+    scripts = Path(sys.executable).parent
+    synced = subprocess.run(
+        [str(scripts / "pacifica-notifications-cmd"), "-c", str(config), "dbsync"],
+        env=deployment.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert synced.returncode == 0, synced.stderr
+    command = [str(scripts / "pacifica-notifications"), "-c", str(config)]
+    command += ["-p", str(deployment.port), "-a", "127.0.0.1"]
+    server = deployment._spawn("notifications", command)
+    wait_for(lambda: _answers(deployment) or not server.alive(), 60, what="the server to answer")
+    assert server.alive(), server.log_tail()
+    subscribe(
+        deployment,
+        {"name": "all", "jsonpath": "$.data", "target_url": f"{target.url}/notified"},
+    )
+    task_id = deployment.post(pacifica_event("compat-1", load_json)).json()
+    [received] = wait_for(lambda: target.at("/notified"), 60, what="the delivery")
+    assert received.json()["eventID"] == "compat-1"
+    deployment.wait_status(task_id, "200 OK")
+    assert database.exists()
+
+
+def _answers(deployment: Deployment) -> bool:
+    try:
+        return requests.get(f"{deployment.url}/?limit=1", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False

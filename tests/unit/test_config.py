@@ -51,3 +51,17 @@ def test_requests_options_follow_the_auth_type():
         {"AUTHENTICATION_TYPE": "header", "AUTHENTICATION_HEADER": "X-Http-Authed-User: 10"}
     )
     assert header.requests_options()["headers"] == {"X-Http-Authed-User": "10"}
+
+
+def test_settings_survive_the_trip_through_a_child_process_environment(tmp_path):
+    """``serve`` hands its settings (config file included) to the worker it starts this way."""
+    ini = tmp_path / "dispatcher.ini"
+    ini.write_text(
+        "[dispatcher]\ndatabase_url = sqlite:////tmp/x.sqlite3\ntls_verify = false\n",
+        encoding="utf-8",
+    )
+    settings = Settings.from_env(
+        {"DISPATCHER_CONFIG": str(ini), "REQUEUE_AFTER": "7.5", "EVENTS_PER_MESSAGE": "3"}
+    )
+    assert Settings.from_env(settings.to_env()) == settings
+    assert settings.to_env()["DATABASE_URL"] == "sqlite:////tmp/x.sqlite3"
