@@ -167,7 +167,11 @@ class Processed:
 
 
 def process_many(
-    task_ids: Sequence[str], router: Router, time_limit: float | None = None
+    task_ids: Sequence[str],
+    router: Router,
+    time_limit: float | None = None,
+    claimant: str | None = None,
+    lease: float = 0.0,
 ) -> Processed:
     """Run every matching route of each stored event, in order, and record the outcomes.
 
@@ -175,9 +179,14 @@ def process_many(
     them all (``102 Processing``), the routes run, and one transaction records
     every route's run and final status. An event already final (200/422/500)
     is left alone, so a duplicate message is a no-op; a route that succeeded
-    on an earlier attempt is not run again. Once ``time_limit`` seconds have
-    passed, the events not yet started go back to ``202 Accepted`` and are
-    listed in ``handed_back`` for the caller to send on.
+    on an earlier attempt is not run again.
+
+    ``claimant`` names the broker message. An event another message holds in
+    ``102 Processing`` for less than ``lease`` seconds is skipped (reported as
+    processing), so two copies of a message never run its handlers at once;
+    the same message redelivered after a crash takes its events back. Once
+    ``time_limit`` seconds have passed, the events not yet started go back to
+    ``202 Accepted`` and are listed in ``handed_back`` for the caller to send on.
 
     Raises:
         ValueError: an id is not a UUID.
@@ -185,7 +194,7 @@ def process_many(
     started = time.monotonic()
     keys = [uuidlib.UUID(str(t)) for t in task_ids]
     done = Processed()
-    claimed = _start_processing(keys, done)
+    claimed = _start_processing(keys, done, claimant, lease)
     previous = _previous_runs([r.uuid for r in claimed if r.attempts > 1])
     runs: list[dict[str, Any]] = []
     finished: dict[EventStatus, list[uuidlib.UUID]] = {}
@@ -201,22 +210,29 @@ def process_many(
     return done
 
 
-def _start_processing(keys: list[uuidlib.UUID], done: Processed) -> list[EventRecord]:
-    """Claim the events that are not final (``102 Processing``) and return them in ``keys`` order.
+def _start_processing(
+    keys: list[uuidlib.UUID], done: Processed, claimant: str | None, lease: float
+) -> list[EventRecord]:
+    """Claim the events this message may process (``102 Processing``), in ``keys`` order.
 
-    Final events' statuses and unknown ids go into ``done``.
+    The statuses of final events and of events another message holds, and
+    unknown ids, go into ``done``.
     """
     now = utcnow()
+    held_by_us = (
+        EventRecord.claimed_by.is_null() if claimant is None else EventRecord.claimed_by == claimant
+    )
+    takeable = (EventRecord.status == int(EventStatus.ACCEPTED)) | (
+        (EventRecord.status == int(EventStatus.PROCESSING))
+        & ((EventRecord.started < now - timedelta(seconds=lease)) | held_by_us)
+    )
     claim = EventRecord.update(
         status=int(EventStatus.PROCESSING),
         started=now,
         attempts=EventRecord.attempts + 1,
         updated=now,
-    ).where(
-        EventRecord.uuid.in_(keys)
-        & EventRecord.deleted.is_null()
-        & EventRecord.status.not_in([int(s) for s in EventStatus if s.final])
-    )
+        claimed_by=claimant,
+    ).where(EventRecord.uuid.in_(keys) & EventRecord.deleted.is_null() & takeable)
     if supports_returning(EventRecord._meta.database):
         rows = {r.uuid: r for r in claim.returning(EventRecord).execute()}
         unclaimed = [k for k in keys if k not in rows]
@@ -224,7 +240,14 @@ def _start_processing(keys: list[uuidlib.UUID], done: Processed) -> list[EventRe
     else:  # MySQL: no RETURNING; read back what this claim marked
         claim.execute()
         everything = _live_records(keys)
-        rows = {k: r for k, r in everything.items() if not r.event_status.final}
+        rows = {
+            k: r
+            for k, r in everything.items()
+            if r.event_status is EventStatus.PROCESSING
+            and r.claimed_by == claimant
+            and r.started is not None
+            and r.started >= now.replace(microsecond=0)
+        }
         others = {k: r for k, r in everything.items() if k not in rows}
     for key in keys:
         if key in rows:
@@ -232,8 +255,10 @@ def _start_processing(keys: list[uuidlib.UUID], done: Processed) -> list[EventRe
         record = others.get(key)
         if record is None:
             done.missing.append(str(key))
-        else:
-            done.statuses[str(key)] = record.event_status
+            continue
+        done.statuses[str(key)] = record.event_status
+        if record.event_status is EventStatus.PROCESSING:
+            log.info("event %s is being processed by message %s; skipped", key, record.claimed_by)
     return [rows[k] for k in dict.fromkeys(keys) if k in rows]
 
 
@@ -329,6 +354,7 @@ def _record(
                 attempts=EventRecord.attempts - 1,
                 enqueued=now,
                 updated=now,
+                claimed_by=None,
             ).where(EventRecord.uuid.in_(handed_back)).execute()
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 import peewee
 from playhouse.db_url import connect
+from playhouse.migrate import SchemaMigrator, migrate
 
 from pacifica.dispatcher.errors import ConfigurationError, SchemaMismatchError
 
@@ -134,6 +135,8 @@ class EventRecord(BaseModel):
     created = UTCDateTimeField(default=utcnow, index=True)
     updated = UTCDateTimeField(default=utcnow, index=True)
     deleted = UTCDateTimeField(null=True)
+    # The broker message that holds the event while it is '102 Processing'.
+    claimed_by = peewee.CharField(max_length=255, null=True)
 
     class Meta:
         table_name = "dispatcher_event"
@@ -468,6 +471,14 @@ def _create_event_tables(database: peewee.Database) -> None:
 def _create_subscription_tables(database: peewee.Database) -> None:
     database.create_tables([Subscription, SubscriptionRevision, Delivery, DeliveryAttempt])
     SubscriptionRevision.insert(id=1, revision=0).on_conflict_ignore().execute()
+
+
+@migration(3, "which message holds an event in processing")
+def _add_event_claimant(database: peewee.Database) -> None:
+    table = EventRecord._meta.table_name
+    if "claimed_by" not in {c.name for c in database.get_columns(table)}:
+        migrator = SchemaMigrator.from_database(database)
+        migrate(migrator.add_column(table, "claimed_by", EventRecord.claimed_by))
 
 
 def code_schema_version() -> int:

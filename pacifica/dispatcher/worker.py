@@ -138,7 +138,13 @@ def process_task(task: Task, *task_ids: str) -> dict[str, str]:
     context: WorkerContext = task.app.dispatcher_context
     context.database()
     limit = HAND_BACK_AFTER if len(task_ids) > 1 else None
-    done = dispatch.process_many(task_ids, context.router, time_limit=limit)
+    done = dispatch.process_many(
+        task_ids,
+        context.router,
+        time_limit=limit,
+        claimant=task.request.id,
+        lease=context.settings.processing_lease,
+    )
     for task_id in done.missing:  # purged since the message was sent
         log.warning("event %s no longer exists; message dropped", task_id)
     if done.handed_back:
@@ -204,8 +210,8 @@ def enqueue(app: Celery, task_ids: Iterable[str], per_message: int | None = None
     """Send the events' messages without retrying; return the ids the broker took.
 
     Each message carries up to ``per_message`` events (default
-    ``EVENTS_PER_MESSAGE``); a single event's message has the event's uuid as
-    its Celery task id. A broker that is down costs the caller one quick
+    ``EVENTS_PER_MESSAGE``) and has its own Celery task id, which claims the
+    events while they are processed (``dispatch.process_many``). A broker that is down costs the caller one quick
     failure per call, not a hang: the events stay in the database and the
     sweeper sends them later.
     """
@@ -215,8 +221,7 @@ def enqueue(app: Celery, task_ids: Iterable[str], per_message: int | None = None
     for start in range(0, len(ids), size):
         chunk = ids[start : start + size]
         try:
-            task_id = chunk[0] if len(chunk) == 1 else None
-            app.send_task(TASK_NAME, args=chunk, task_id=task_id, retry=False)
+            app.send_task(TASK_NAME, args=chunk, retry=False)
         except Exception as exc:  # kombu raises several unrelated types when down
             log.warning(
                 "broker unavailable, %d event(s) left for the sweeper: %s",

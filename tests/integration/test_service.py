@@ -134,12 +134,14 @@ def test_crashed_worker_leaves_the_event_to_the_next_worker(
     deployment.start_server()
     worker = deployment.start_worker()
     task_id = deployment.post(event("slow", dir=str(tmp_path))).json()
-    wait_for((tmp_path / "started").exists, 60, what="the handler to start")
+    started = tmp_path / "started"
+    # Its pid written, not just the file created: a kill in between leaves no trace.
+    wait_for(lambda: started.exists() and started.read_text().split(), 60, what="the start")
     worker.kill()  # SIGKILL to the worker and its pool: nothing is acknowledged
     (tmp_path / "release").touch()
     deployment.start_worker()
     deployment.wait_status(task_id, "200 OK", timeout=90)
-    assert len((tmp_path / "started").read_text().split()) == 2
+    assert len(started.read_text().split()) == 2
     assert production_attempts(deployment, task_id) >= 2
 
 

@@ -134,6 +134,46 @@ def test_a_run_recorded_meanwhile_by_another_delivery_is_updated_not_duplicated(
     assert run.handler.endswith("RecordedMeanwhile")
 
 
+def test_an_event_held_by_another_message_is_skipped_until_its_lease_ends(
+    sqlite_db, ingest_event, claim_statement
+):
+    handler = RecordingEventHandler()
+    router = Router()
+    router.add_route(INGEST, handler, name="ingest")
+    [accepted] = dispatch.accept([ingest_event])
+    EventRecord.update(status=102, started=utcnow(), claimed_by="message-a").execute()
+    copy = dispatch.process_many([accepted.uuid], router, claimant="message-b", lease=3600)
+    assert copy.statuses == {accepted.uuid: EventStatus.PROCESSING}
+    assert handler.events == []
+    redelivered = dispatch.process_many([accepted.uuid], router, claimant="message-a", lease=3600)
+    assert redelivered.statuses == {accepted.uuid: EventStatus.SUCCEEDED}
+    assert len(handler.events) == 1
+
+
+def test_an_event_held_past_its_lease_is_taken_over(sqlite_db, ingest_event, claim_statement):
+    handler = RecordingEventHandler()
+    router = Router()
+    router.add_route(INGEST, handler, name="ingest")
+    [accepted] = dispatch.accept([ingest_event])
+    two_hours_ago = utcnow() - timedelta(hours=2)
+    EventRecord.update(status=102, started=two_hours_ago, claimed_by="message-a").execute()
+    done = dispatch.process_many([accepted.uuid], router, claimant="sweeper-copy", lease=3600)
+    assert done.statuses == {accepted.uuid: EventStatus.SUCCEEDED}
+    assert dispatch.get_record(accepted.uuid).claimed_by == "sweeper-copy"
+
+
+def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path):
+    database = open_database(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    sync_schema(database)
+    database.execute_sql('ALTER TABLE "dispatcher_event" DROP COLUMN "claimed_by"')
+    database.execute_sql('UPDATE "dispatcher_schema" SET "version" = 2')
+    with pytest.raises(SchemaMismatchError):
+        check_schema(database)
+    assert sync_schema(database) == ["3: which message holds an event in processing"]
+    check_schema(database)
+    assert "claimed_by" in {c.name for c in database.get_columns("dispatcher_event")}
+
+
 def test_unrouted_event_is_422(sqlite_db, ingest_event):
     [accepted] = dispatch.accept([ingest_event])
     assert dispatch.process(accepted.uuid, Router()) is EventStatus.UNROUTED

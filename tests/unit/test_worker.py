@@ -50,7 +50,6 @@ def test_events_are_packed_up_to_events_per_message(app):
     ids = [f"id-{i}" for i in range(7)]
     assert worker.enqueue(app, ids) == ids
     assert [args for _, args, _ in app.messages] == [ids[0:3], ids[3:6], ids[6:]]
-    assert [task_id for _, _, task_id in app.messages] == [None, None, "id-6"]
 
 
 def test_a_broker_failure_stops_sending_and_reports_what_was_taken(app):
