@@ -126,6 +126,30 @@ def test_killed_pool_process_is_redelivered_and_finishes(production: Deployment,
     assert (tmp_path / "done").read_text().split() == [production.get(task_id)["eventID"]]
 
 
+def test_a_second_copy_of_a_running_events_message_does_not_run_it_again(
+    production: Deployment, tmp_path: Path
+) -> None:
+    """Two messages for one event (as the sweeper sends during a long backlog): one run."""
+    from celery import Celery
+
+    task_id = production.post(event("slow", dir=str(tmp_path))).json()
+    started = tmp_path / "started"
+    wait_for(lambda: started.exists() and started.read_text().split(), 60, what="the start")
+    sender = Celery(broker=production.env["BROKER_URL"], set_as_current=False)
+    copy = sender.send_task("pacifica.dispatcher.process", args=[task_id]).id
+    worker_log = next(p for p in production.processes if p.name == "worker").log_path
+    wait_for(
+        lambda: f"{copy}] succeeded" in worker_log.read_text(encoding="utf-8"),
+        60,
+        what="the copy to be handled",
+    )
+    assert len(started.read_text().split()) == 1
+    (tmp_path / "release").touch()
+    production.wait_status(task_id, "200 OK")
+    assert len((tmp_path / "done").read_text().split()) == 1
+    assert production.get(task_id)["attempts"] == 1
+
+
 def test_crashed_worker_leaves_the_event_to_the_next_worker(
     deployments, postgres_url: str, redis_url: str, tmp_path: Path
 ) -> None:
