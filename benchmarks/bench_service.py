@@ -256,6 +256,14 @@ def ensure_tool(name: str, package: str, python: str = sys.executable) -> Path:
     return tool
 
 
+def celery_worker_command(python: str, app: str) -> list[str]:
+    """A prefork Celery worker of ``app`` with the benchmark's process count, quiet."""
+    return [
+        *(python, "-m", "celery", "-A", app, "worker", "-P", "prefork", "-c", str(WORKERS)),
+        *("--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"),
+    ]
+
+
 def uwsgi_command(python: str, port: int, module: str) -> list[str]:
     """uWSGI serving ``module`` (``pkg.mod:application``) with HTTP/1.1 keep-alive on ``port``."""
     uwsgi = str(ensure_tool("uwsgi", "uwsgi", python))
@@ -617,27 +625,8 @@ def start_ours(procs: Processes, folder: Path, uwsgi: bool) -> Running:
         command.append("--no-worker")
     receiver = procs.start("receiver", command, env, ROOT, folder / "receiver.log")
     wait_until(lambda: http_ready(port), 60, "receiver", receiver)
-    worker = procs.start(
-        "worker",
-        [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "benchmarks.bench_app:celery_app",
-            "worker",
-            "--concurrency",
-            str(WORKERS),
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        env,
-        ROOT,
-        folder / "worker.log",
-    )
+    command = celery_worker_command(python, "benchmarks.bench_app:celery_app")
+    worker = procs.start("worker", command, env, ROOT, folder / "worker.log")
     return Running(port, redis_port, RecordFile(record), receiver, worker)
 
 
@@ -659,29 +648,8 @@ def start_upstream(procs: Processes, folder: Path, uwsgi: bool) -> Running:
         command = uwsgi_command(str(python), port, "upstream_dispatcher:application")
     receiver = procs.start("receiver", command, env, PEERS_DIR, folder / "receiver.log")
     wait_until(lambda: http_ready(port), 60, "upstream receiver", receiver)
-    worker = procs.start(
-        "worker",
-        [
-            str(python),
-            "-m",
-            "celery",
-            "-A",
-            "upstream_dispatcher:celery_app",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            str(WORKERS),
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        env,
-        PEERS_DIR,
-        folder / "worker.log",
-    )
+    command = celery_worker_command(str(python), "upstream_dispatcher:celery_app")
+    worker = procs.start("worker", command, env, PEERS_DIR, folder / "worker.log")
     return Running(port, redis_port, RecordFile(record), receiver, worker)
 
 

@@ -243,10 +243,7 @@ def _start_processing(
         rows = {
             k: r
             for k, r in everything.items()
-            if r.event_status is EventStatus.PROCESSING
-            and r.claimed_by == claimant
-            and r.started is not None
-            and r.started >= now.replace(microsecond=0)
+            if r.event_status is EventStatus.PROCESSING and r.claimed_by == claimant
         }
         others = {k: r for k, r in everything.items() if k not in rows}
     for key in keys:

@@ -187,21 +187,15 @@ class Deployment:
         return proc
 
     def start_server(self, *extra: str) -> ManagedProcess:
-        proc = self._spawn(
-            "server",
-            [
-                sys.executable,
-                "-m",
-                "tests.integration.app",
-                "serve",
-                "--port",
-                str(self.port),
-                *extra,
-            ],
-        )
-        wait_for(lambda: self._answers() or not proc.alive(), 60, what="the receiver to answer")
+        command = [sys.executable, "-m", "tests.integration.app", "serve", "--port", str(self.port)]
+        return self.start_http("server", [*command, *extra])
+
+    def start_http(self, name: str, command: list[str]) -> ManagedProcess:
+        """Start a process that serves this deployment's port; return once it answers."""
+        proc = self._spawn(name, command)
+        wait_for(lambda: self._answers() or not proc.alive(), 60, what=f"{name} to answer")
         if not proc.alive():
-            raise AssertionError(f"server exited:\n{proc.log_tail()}")
+            raise AssertionError(f"{name} exited:\n{proc.log_tail()}")
         return proc
 
     def _answers(self) -> bool:

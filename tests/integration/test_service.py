@@ -261,9 +261,7 @@ def test_wsgi_entry_serves_the_receiver_under_gunicorn(
     deployment = deployments(DATABASE_URL=postgres_url, BROKER_URL=redis_url)
     assert deployment.cli("db", "sync").returncode == 0
     gunicorn = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{deployment.port}"]
-    server = deployment._spawn("gunicorn", [*gunicorn, "pacifica.dispatcher.wsgi:application"])
-    wait_for(lambda: deployment._answers() or not server.alive(), 60, what="gunicorn")
-    assert server.alive(), server.log_tail()
+    deployment.start_http("gunicorn", [*gunicorn, "pacifica.dispatcher.wsgi:application"])
     deployment.start_worker()
     task_id = deployment.post(event("ok")).json()
     deployment.wait_status(task_id, "200 OK")

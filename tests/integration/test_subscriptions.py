@@ -441,9 +441,7 @@ def test_pacifica_notifications_server_delivers_with_an_upstream_config_ini(
     assert synced.returncode == 0, synced.stderr
     command = [str(scripts / "pacifica-notifications"), "-c", str(config)]
     command += ["-p", str(deployment.port), "-a", "127.0.0.1"]
-    server = deployment._spawn("notifications", command)
-    wait_for(lambda: _answers(deployment) or not server.alive(), 60, what="the server to answer")
-    assert server.alive(), server.log_tail()
+    deployment.start_http("notifications", command)
     subscribe(
         deployment,
         {"name": "all", "jsonpath": "$.data", "target_url": f"{target.url}/notified"},
@@ -453,10 +451,3 @@ def test_pacifica_notifications_server_delivers_with_an_upstream_config_ini(
     assert received.json()["eventID"] == "compat-1"
     deployment.wait_status(task_id, "200 OK")
     assert database.exists()
-
-
-def _answers(deployment: Deployment) -> bool:
-    try:
-        return requests.get(f"{deployment.url}/?limit=1", timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
