@@ -51,8 +51,8 @@ setup(
     entry_points={
         "console_scripts": [
             "pacifica-dispatcher = pacifica.dispatcher.cli:main",
-            "pacifica-notifications = pacifica.dispatcher.notifications_compat:main",
-            "pacifica-notifications-cmd = pacifica.dispatcher.notifications_compat:cmd",
+            "pacifica-notifications = pacifica.dispatcher.subscriptions.notifications:main",
+            "pacifica-notifications-cmd = pacifica.dispatcher.subscriptions.notifications:cmd",
         ],
     },
     classifiers=[

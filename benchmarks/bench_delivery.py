@@ -19,9 +19,16 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from pacifica.dispatcher import delivery, delivery_log, dispatch, subscriptions
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.storage import Delivery, DeliveryStatus, open_database, sync_schema
+from pacifica.dispatcher.service import dispatch
+from pacifica.dispatcher.storage import (
+    DeliveryStatus,
+    deliveries,
+    open_database,
+    sync_schema,
+)
+from pacifica.dispatcher.storage.schema import Delivery
+from pacifica.dispatcher.subscriptions import delivery, registry
 from pacifica.dispatcher.testing import event_from_dict
 
 EVENT_FILE = Path(__file__).parent.parent / "tests" / "test_files" / "metadata_ingest_event.json"
@@ -42,7 +49,7 @@ class Target(BaseHTTPRequestHandler):
 
 
 def prepare(count: int, url: str, signed: bool) -> list[int]:
-    sub = subscriptions.create(
+    sub = registry.create(
         "bench",
         {
             "name": "bench",
@@ -56,7 +63,7 @@ def prepare(count: int, url: str, signed: bool) -> list[int]:
     docs = [event_from_dict({**base, "eventID": f"bench-{n}"}) for n in range(count)]
     ids = []
     for accepted in dispatch.accept(docs):
-        ids += delivery_log.record_matches(uuid.UUID(accepted.uuid), [sub["uuid"]])
+        ids += deliveries.record_matches(uuid.UUID(accepted.uuid), [sub["uuid"]])
     return ids
 
 

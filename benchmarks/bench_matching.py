@@ -33,9 +33,9 @@ from typing import Any
 
 from jsonpath2.path import Path as JSONPath
 
-from pacifica.dispatcher.matching import MatchIndex, brute_force, evaluate
-from pacifica.dispatcher.storage import Subscription, open_database, sync_schema
-from pacifica.dispatcher.subscription_handler import Matcher
+from pacifica.dispatcher.storage import open_database, sync_schema
+from pacifica.dispatcher.storage.schema import Subscription
+from pacifica.dispatcher.subscriptions.matching import Matcher, MatchIndex, brute_force, evaluate
 
 EVENT_FILE = Path(__file__).parent.parent / "tests" / "test_files" / "metadata_ingest_event.json"
 INGEST = "org.pacifica.metadata.ingest"

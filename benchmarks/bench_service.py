@@ -830,11 +830,12 @@ def sql_census(events: int = 200) -> dict[str, Any]:
     import cherrypy
 
     from benchmarks.bench_app import create_router
-    from pacifica.dispatcher import dispatch
     from pacifica.dispatcher.config import Settings
-    from pacifica.dispatcher.intake import Intake
+    from pacifica.dispatcher.service import dispatch
+    from pacifica.dispatcher.service.intake import Intake
+    from pacifica.dispatcher.service.outbox import event_outbox
+    from pacifica.dispatcher.service.web import create_app
     from pacifica.dispatcher.storage import open_database, sync_schema
-    from pacifica.dispatcher.web import create_app
 
     statements: list[str] = []
 
@@ -854,7 +855,8 @@ def sql_census(events: int = 200) -> dict[str, Any]:
         os.environ["BENCH_RECORD_FILE"] = f"{scratch}/handled.txt"
         router = create_router(settings)
         cherrypy.config.update({"log.screen": False, "environment": "embedded"})
-        app = create_app(settings, Intake(list).submit)
+        outbox = event_outbox(lambda ids, delay: list(ids), settings.processing_lease)
+        app = create_app(settings, Intake(outbox.send).submit)
         old_level = peewee_log.level
         peewee_log.addHandler(collect)
         peewee_log.setLevel(logging.DEBUG)

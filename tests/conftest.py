@@ -6,7 +6,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,3 +108,10 @@ class WSGIClient:
 
     def post(self, path: str, body: Any = b"", **kwargs: Any) -> WSGIResponse:
         return self.request("POST", path, body, **kwargs)
+
+
+def outbox_of(publish: Callable[[list[str]], list[str]]) -> Any:
+    """The events' outbox around a test's ``publish``: what it returns is recorded as sent."""
+    from pacifica.dispatcher.service.outbox import event_outbox
+
+    return event_outbox(lambda ids, delay: publish(ids), lease=3600).send

@@ -15,13 +15,15 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from pacifica.dispatcher import __version__, delivery_log, dispatch
+from pacifica.dispatcher import __version__
 from pacifica.dispatcher.config import Settings, settings_table
 from pacifica.dispatcher.errors import DispatcherError
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.storage import (
     check_schema,
     code_schema_version,
+    deliveries,
+    events,
     open_database,
     schema_version,
     sync_schema,
@@ -187,7 +189,7 @@ def project_entry_points(
         if name != "celery_app":
             raise AttributeError(name)
         if name not in built:
-            from pacifica.dispatcher.worker import celery_app_from_env
+            from pacifica.dispatcher.service.worker import celery_app_from_env
 
             built[name] = celery_app_from_env(router_factory)
         return built[name]
@@ -259,35 +261,35 @@ def _events(
     router_factory: Callable[[Settings], Router] | None,
 ) -> int:
     from pacifica.dispatcher import service
+    from pacifica.dispatcher.service import dispatch, views
 
     service.open_checked_database(settings)
     action = args.events_command
     if action == "get":
-        records = (
-            [dispatch.get_record(i) for i in args.ids]
+        found = (
+            [dispatch.get_event(i) for i in args.ids]
             if args.ids
-            else dispatch.recent(limit=args.limit, since=args.since, until=args.until)
+            else events.recent(limit=args.limit, since=args.since, until=args.until)
         )
-        for record in records:
-            shown = {**dispatch.describe(record), "deliveries": delivery_log.describe(record.uuid)}
+        for event in found:
+            shown = {**views.describe(event), "deliveries": views.describe_deliveries(event)}
             print(json.dumps(shown, ensure_ascii=False, indent=2))
         return 0
     if action == "purge":
-        deleted = dispatch.purge(args.older_than, args.limit, _progress_printer())
-        delivery_log.purge_orphans()
+        deleted = events.purge(args.older_than, args.limit, _progress_printer())
+        deliveries.purge_orphans()
         print(f"purged {deleted} event(s) created before {args.older_than.isoformat()}")
         return 0
     router = router_factory(settings) if router_factory else None
     built = service.build(settings, router)
     if action == "requeue":
-        ids = dispatch.stranded(0, settings.processing_lease)
+        ids = events.claim_stranded(0, settings.processing_lease)
     else:
         ids = dispatch.reset_for_retry(args.ids)
-    sent = built.enqueue(ids)
-    dispatch.mark_enqueued(sent)
+    sent = built.events.send(ids)
     print(f"enqueued {len(sent)} of {len(ids)} event(s)")
     if action == "retry":
-        return max(_retry_deliveries(built.celery, ids), int(len(sent) != len(ids)))
+        return max(_retry_deliveries(built, ids), int(len(sent) != len(ids)))
     return 0 if len(sent) == len(ids) else 1
 
 
@@ -303,11 +305,9 @@ def _progress_printer() -> Callable[[int, int], None] | None:
     return show
 
 
-def _retry_deliveries(celery_app: Any, task_ids: list[str]) -> int:
+def _retry_deliveries(built: Any, task_ids: list[str]) -> int:
     """Make the events' dead-lettered and failed deliveries pending again and send them."""
-    from pacifica.dispatcher.worker import send_deliveries
-
-    ids = delivery_log.reset_for_retry([uuid.UUID(t) for t in task_ids])
-    sent = send_deliveries(celery_app, ids)
+    ids = deliveries.reset_for_retry([uuid.UUID(t) for t in task_ids])
+    sent = built.deliveries.send(ids)
     print(f"redelivering {len(sent)} of {len(ids)} deliver(y/ies)")
     return 0 if len(sent) == len(ids) else 1

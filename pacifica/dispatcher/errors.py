@@ -2,7 +2,7 @@
 
 Each subclass also inherits the builtin category it belongs to, so callers can
 catch ``ValueError`` or ``LookupError`` without importing this module.
-``web.py`` maps these classes to HTTP answers in one table.
+``service/web.py`` maps these classes to HTTP answers in one table.
 """
 
 from __future__ import annotations
@@ -81,6 +81,14 @@ class NotFoundError(DispatcherError, LookupError):
     """A task, event or subscription id that does not exist (for this user)."""
 
 
+class InvalidRequestError(DispatcherError, ValueError):
+    """A query parameter or path segment of a request is malformed."""
+
+
+class InvalidTaskIdError(InvalidRequestError):
+    """A task id in a path is not a UUID (upstream answers 422)."""
+
+
 class MethodNotAllowedError(DispatcherError, ValueError):
     """An HTTP method the path does not take."""
 
@@ -127,7 +135,3 @@ class UploadError(TransferError):
 
 class TransferTimeoutError(TransferError, TimeoutError):
     """A cart or an ingest job did not finish within the allowed time."""
-
-
-class DeliveryError(DispatcherError, RuntimeError):
-    """A webhook delivery or policy check failed in a way that may be retried."""

@@ -2,15 +2,19 @@
 
 The upstream API is kept (``add_route``, ``match``, ``match_first_or_raise``,
 calling the router runs the first match) and fan-out is added: ``dispatch``
-runs every matching route and reports each one's outcome on its own.
+runs every matching route and reports each one's outcome on its own. It is
+the one fan-out loop: the worker, the CLI and ``testing.run_router`` all use
+it. ``parse_jsonpath`` is the one JSONPath compiler and ``path_matches`` the
+one match predicate (the subscription registry uses them too).
 """
 
 from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path as FilePath
 from typing import Any, TypeAlias
 
@@ -21,6 +25,32 @@ from pacifica.dispatcher.event_handlers import EventHandler
 from pacifica.dispatcher.events import ReceivedEvent, parse_document
 
 PathSpec: TypeAlias = "Path | str | os.PathLike[str]"
+
+
+def parse_jsonpath(text: str) -> Path:
+    """Compile JSONPath text; routes and subscriptions both come through here.
+
+    Raises:
+        ValueError: it does not parse (the message is the parser's).
+    """
+    try:
+        return Path.parse_str(text.strip())
+    except Exception as exc:  # jsonpath2/ANTLR raise ValueError and friends
+        raise ValueError(str(exc) or type(exc).__name__) from exc
+
+
+def path_matches(path: Path, document: Any) -> bool:
+    """True when ``path`` matches ``document`` at least once (upstream's ``find`` is not empty)."""
+    return next(iter(path.match(document)), None) is not None
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the service tells a route besides the event: the stored event's task id, and
+    where deliveries go (the worker's outbox; None outside a worker)."""
+
+    task_id: str | None = None
+    send_deliveries: Callable[[list[int]], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -35,14 +65,23 @@ class Route:
     event_handler: EventHandler
     name: str = ""
 
+    def matches(self, document: Any) -> Any:
+        """The route's answer for a document: truthy when it should run, handed to ``run``."""
+        return path_matches(self.path, document)
+
     def match(self, document: Any) -> bool:
         """True when the JSONPath matches the event document at least once."""
-        return next(iter(self.path.match(document)), None) is not None
+        return bool(self.matches(document))
+
+    def run(self, received: ReceivedEvent, answer: Any, context: RunContext) -> None:
+        """Run the handler for an event this route matched (``answer`` is ``matches``'s)."""
+        del answer, context
+        self.event_handler.handle_received(received)
 
     def __call__(self, event: ReceivedEvent | Mapping[str, Any]) -> None:
         """Run the handler on the event (a ``ReceivedEvent`` or an event document)."""
         received = event if isinstance(event, ReceivedEvent) else parse_document(dict(event))
-        self.event_handler.handle_received(received)
+        self.run(received, self.matches(received.document), RunContext())
 
 
 @dataclass(frozen=True)
@@ -52,6 +91,9 @@ class RouteOutcome:
     route: Route
     error: BaseException | None = None
     traceback: str = ""
+    skipped: bool = False  # matched, but it succeeded on an earlier attempt
+    started: datetime | None = None
+    finished: datetime | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -59,13 +101,17 @@ class RouteOutcome:
         return self.error is None
 
 
-def run_route(route: Route, event: ReceivedEvent) -> RouteOutcome:
+def run_route(
+    route: Route, event: ReceivedEvent, answer: Any = True, context: RunContext | None = None
+) -> RouteOutcome:
     """Run one route, capturing any exception with its formatted traceback."""
+    started = datetime.now(timezone.utc)
     try:
-        route(event)
+        route.run(event, answer, context or RunContext())
     except Exception as exc:  # a handler's failure is recorded, never propagated
-        return RouteOutcome(route, exc, traceback.format_exc())
-    return RouteOutcome(route)
+        finished = datetime.now(timezone.utc)
+        return RouteOutcome(route, exc, traceback.format_exc(), started=started, finished=finished)
+    return RouteOutcome(route, started=started, finished=datetime.now(timezone.utc))
 
 
 def compile_path(spec: PathSpec, route_name: str = "route") -> Path:
@@ -80,8 +126,8 @@ def compile_path(spec: PathSpec, route_name: str = "route") -> Path:
         return spec
     text, origin = _path_text(spec, route_name)
     try:
-        return Path.parse_str(text.strip())
-    except Exception as exc:  # jsonpath2/ANTLR raise ValueError and friends
+        return parse_jsonpath(text)
+    except ValueError as exc:
         raise InvalidRouteError(None, f"{route_name}: invalid JSONPath{origin}: {exc}") from exc
 
 
@@ -142,9 +188,27 @@ class Router:
             return route
         raise NoRouteError(self, document)
 
-    def dispatch(self, event: ReceivedEvent) -> list[RouteOutcome]:
-        """Run every matching route in order; one route's failure does not stop the others."""
-        return [run_route(route, event) for route in self.match(event.document)]
+    def dispatch(
+        self,
+        event: ReceivedEvent,
+        skip: Collection[str] = (),
+        context: RunContext | None = None,
+    ) -> list[RouteOutcome]:
+        """Run every matching route in order; one route's failure does not stop the others.
+
+        Routes named in ``skip`` (they succeeded on an earlier attempt) match
+        but do not run: their outcome says ``skipped``.
+        """
+        outcomes = []
+        for route in self.routes:
+            answer = route.matches(event.document)
+            if not answer:
+                continue
+            if route.name in skip:
+                outcomes.append(RouteOutcome(route, skipped=True))
+            else:
+                outcomes.append(run_route(route, event, answer, context))
+        return outcomes
 
     def __call__(self, document: Any) -> None:
         """Run the first matching route (upstream behaviour).

@@ -70,6 +70,6 @@ class DispatchReport:
 
 
 def run_router(router: Router, event: ReceivedEvent | Mapping[str, Any]) -> DispatchReport:
-    """Dispatch one event through every matching route, as the worker does, and report."""
+    """Dispatch one event through every matching route, with the worker's fan-out loop, and report."""
     received = event if isinstance(event, ReceivedEvent) else event_from_dict(event)
     return DispatchReport(router.dispatch(received))

@@ -13,18 +13,18 @@ from typing import Any
 import pytest
 import requests
 
-from pacifica.dispatcher import delivery, delivery_log, dispatch, subscriptions
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.delivery import Verdict, backoff_delay, classify_policy, classify_target
 from pacifica.dispatcher.router import Router
-from pacifica.dispatcher.storage import (
-    Delivery,
-    DeliveryAttempt,
-    DeliveryStatus,
-    Subscription,
-    utcnow,
+from pacifica.dispatcher.service import dispatch, views
+from pacifica.dispatcher.storage import DeliveryStatus, deliveries, utcnow
+from pacifica.dispatcher.storage.schema import Delivery, DeliveryAttempt, Subscription
+from pacifica.dispatcher.subscriptions import add_subscription_route, delivery, registry
+from pacifica.dispatcher.subscriptions.delivery import (
+    Verdict,
+    backoff_delay,
+    classify_policy,
+    classify_target,
 )
-from pacifica.dispatcher.subscription_handler import add_subscription_route
 from pacifica.dispatcher.testing import event_from_dict
 
 
@@ -59,7 +59,7 @@ def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -
 
 
 def test_signature_verifies_with_an_independent_implementation():
-    secret = subscriptions.new_secret()
+    secret = registry.new_secret()
     body = json.dumps({"héllo": "wörld"}, ensure_ascii=False).encode()
     headers = {"webhook-id": "msg_1", "webhook-timestamp": "1700000000"}
     headers["webhook-signature"] = delivery.sign(secret, "msg_1", 1700000000, body)
@@ -119,7 +119,7 @@ def settings_for(tmp_path, **env: str) -> Settings:
 @pytest.fixture
 def matched(sqlite_db, load_json):
     """One stored event matched by one subscription, through the real handler; returns delivery ids."""
-    created = subscriptions.create(
+    created = registry.create(
         "dmlb2001",
         {
             "name": "n",
@@ -132,9 +132,9 @@ def matched(sqlite_db, load_json):
     )
     sent: list[int] = []
     router = Router()
-    add_subscription_route(router).event_handler.send = sent.extend
+    add_subscription_route(router)
     [accepted] = dispatch.accept([event_from_dict(load_json("notifications_events.json"))])
-    dispatch.process(accepted.uuid, router)
+    dispatch.process(accepted.uuid, router, send_deliveries=sent.extend)
     return {"ids": sent, "subscription": created, "router": router, "task": accepted.uuid}
 
 
@@ -225,7 +225,7 @@ def test_dead_letter_after_max_attempts_and_disable_after_the_configured_count(
     assert (subscription.failures, subscription.disabled) == (1, None)  # never on the first
     second = {**load_json("notifications_events.json"), "eventID": "another"}
     [accepted] = dispatch.accept([event_from_dict(second)])
-    dispatch.process(accepted.uuid, matched["router"])
+    dispatch.process(accepted.uuid, matched["router"], send_deliveries=matched["ids"].extend)
     other = matched["ids"][-1]
     for _ in range(2):
         delivery.attempt(other, settings, session, rand=lambda: 0.0)
@@ -250,19 +250,19 @@ def test_retry_resets_dead_deliveries_with_a_fresh_budget(matched, tmp_path):
     settings = settings_for(tmp_path, DELIVERY_MAX_ATTEMPTS="1")
     assert run(matched, settings, FakeSession([500])).status is DeliveryStatus.DEAD
     [event] = {d.event_id for d in Delivery.select()}
-    assert delivery_log.reset_for_retry([event]) == matched["ids"]
+    assert deliveries.reset_for_retry([event]) == matched["ids"]
     assert run(matched, settings, FakeSession([200])).status is DeliveryStatus.DELIVERED
-    assert len(delivery_log.describe(event)[0]["log"]) == 2
+    assert len(views.describe_deliveries(dispatch.get_event(str(event)))[0]["log"]) == 2
 
 
 def test_a_lost_message_is_found_by_the_sweep(matched):
     Delivery.update(next_attempt=utcnow() - timedelta(seconds=60), enqueued=None).execute()
-    assert delivery_log.sweep_due(grace=30) == matched["ids"]
-    assert delivery_log.sweep_due(grace=30) == []  # claimed once
+    assert deliveries.claim_overdue(grace=30) == matched["ids"]
+    assert deliveries.claim_overdue(grace=30) == []  # claimed once
 
 
 def test_deleted_subscription_cancels_its_pending_delivery(matched, tmp_path):
-    subscriptions.delete("dmlb2001", matched["subscription"]["uuid"])
+    registry.delete("dmlb2001", matched["subscription"]["uuid"])
     assert (
         run(matched, settings_for(tmp_path), FakeSession([200])).status is DeliveryStatus.CANCELLED
     )
@@ -271,5 +271,10 @@ def test_deleted_subscription_cancels_its_pending_delivery(matched, tmp_path):
 def test_event_no_subscription_matches_stays_unrouted(matched, load_json):
     other = {**load_json("notifications_events.json"), "eventID": "no-blah", "data": []}
     [accepted] = dispatch.accept([event_from_dict(other)])
-    assert dispatch.process(accepted.uuid, matched["router"]).http == "422 Unprocessable Entity"
+    assert (
+        dispatch.process(
+            accepted.uuid, matched["router"], send_deliveries=matched["ids"].extend
+        ).http
+        == "422 Unprocessable Entity"
+    )
     assert Delivery.select().count() == 1

@@ -6,21 +6,21 @@ from datetime import timedelta
 
 import pytest
 
-from pacifica.dispatcher import dispatch
 from pacifica.dispatcher.errors import NotFoundError, SchemaMismatchError
 from pacifica.dispatcher.event_handlers import ExceptionEventHandler
 from pacifica.dispatcher.router import Router
+from pacifica.dispatcher.service import dispatch, views
 from pacifica.dispatcher.storage import (
-    EventRecord,
     EventStatus,
-    RouteRun,
     check_schema,
     code_schema_version,
+    events,
     open_database,
     schema_version,
     sync_schema,
     utcnow,
 )
+from pacifica.dispatcher.storage.schema import EventRecord, RouteRun
 from pacifica.dispatcher.testing import RecordingEventHandler, event_from_dict
 
 INGEST = '$[?(@["eventType"] = "org.pacifica.metadata.ingest")]'
@@ -35,13 +35,15 @@ def ingest_event(load_json):
 def claim_statement(request, monkeypatch):
     """Process with ``UPDATE … RETURNING``, and as on MySQL, which has no RETURNING."""
     if request.param == "update-then-select":
-        monkeypatch.setattr(dispatch, "supports_returning", lambda database: False)
+        monkeypatch.setattr(
+            "pacifica.dispatcher.storage.events.supports_returning", lambda database: False
+        )
     return request.param
 
 
 def test_accepted_event_is_stored_with_its_attributes(sqlite_db, ingest_event):
     [accepted] = dispatch.accept([ingest_event])
-    record = dispatch.get_record(accepted.uuid)
+    record = dispatch.get_event(accepted.uuid)
     assert accepted.created
     assert record.event_status is EventStatus.ACCEPTED
     assert record.event_id == "metadata.ingest.1"
@@ -65,7 +67,7 @@ def test_process_runs_every_route_and_records_each(sqlite_db, ingest_event, clai
     router.add_route(INGEST, ok, name="ok")
     [accepted] = dispatch.accept([ingest_event])
     assert dispatch.process(accepted.uuid, router) is EventStatus.FAILED
-    described = dispatch.describe(dispatch.get_record(accepted.uuid))
+    described = views.describe(dispatch.get_event(accepted.uuid))
     assert described["taskStatus"] == "500 Internal Server Error"
     assert described["exceptionType"] == "Exception"
     assert "Traceback" in described["exceptionTraceback"]
@@ -85,7 +87,7 @@ def test_process_counts_attempts_and_refuses_unknown_or_deleted_events(
     dispatch.process(accepted.uuid, router)
     dispatch.reset_for_retry([accepted.uuid])
     dispatch.process(accepted.uuid, router)
-    assert dispatch.get_record(accepted.uuid).attempts == 2
+    assert dispatch.get_event(accepted.uuid).attempts == 2
     EventRecord.update(deleted=utcnow()).execute()
     with pytest.raises(NotFoundError):
         dispatch.process(accepted.uuid, router)
@@ -159,7 +161,7 @@ def test_an_event_held_past_its_lease_is_taken_over(sqlite_db, ingest_event, cla
     EventRecord.update(status=102, started=two_hours_ago, claimed_by="message-a").execute()
     done = dispatch.process_many([accepted.uuid], router, claimant="sweeper-copy", lease=3600)
     assert done.statuses == {accepted.uuid: EventStatus.SUCCEEDED}
-    assert dispatch.get_record(accepted.uuid).claimed_by == "sweeper-copy"
+    assert dispatch.get_event(accepted.uuid).claimed_by == "sweeper-copy"
 
 
 def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path):
@@ -177,7 +179,7 @@ def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path):
 def test_unrouted_event_is_422(sqlite_db, ingest_event):
     [accepted] = dispatch.accept([ingest_event])
     assert dispatch.process(accepted.uuid, Router()) is EventStatus.UNROUTED
-    described = dispatch.describe(dispatch.get_record(accepted.uuid))
+    described = views.describe(dispatch.get_event(accepted.uuid))
     assert described["taskStatus"] == "422 Unprocessable Entity"
     assert described["exceptionType"] == "RouteNotFoundRouterError"
 
@@ -215,12 +217,12 @@ def test_unsent_and_lost_events_are_stranded_once(sqlite_db, load_json):
         for name in ("unsent", "lost", "fresh", "sent")
     )
     ids = [a.uuid for a in dispatch.accept([unsent, lost, fresh, sent])]
-    dispatch.mark_enqueued(ids[1:])
+    events.mark_enqueued(ids[1:])
     two_minutes_ago = utcnow() - timedelta(seconds=120)
     EventRecord.update(created=two_minutes_ago).where(EventRecord.uuid << ids[:2]).execute()
     EventRecord.update(enqueued=two_minutes_ago).where(EventRecord.uuid == ids[1]).execute()
-    assert sorted(dispatch.stranded(60, 3600)) == sorted(ids[:2])
-    assert dispatch.stranded(60, 3600) == []
+    assert sorted(events.claim_stranded(60, 3600)) == sorted(ids[:2])
+    assert events.claim_stranded(60, 3600) == []
 
 
 def test_batch_with_a_repeated_event_stores_it_once(sqlite_db, ingest_event):
@@ -234,7 +236,7 @@ def test_event_processing_past_its_lease_is_stranded(sqlite_db, ingest_event):
     [accepted] = dispatch.accept([ingest_event])
     long_ago = utcnow() - timedelta(hours=2)
     EventRecord.update(status=102, started=long_ago, enqueued=long_ago).execute()
-    assert dispatch.stranded(60, 3600) == [accepted.uuid]
+    assert events.claim_stranded(60, 3600) == [accepted.uuid]
 
 
 def test_purge_removes_old_events_and_their_runs(sqlite_db, ingest_event):
@@ -242,20 +244,20 @@ def test_purge_removes_old_events_and_their_runs(sqlite_db, ingest_event):
     router.add_route(INGEST, RecordingEventHandler())
     [accepted] = dispatch.accept([ingest_event])
     dispatch.process(accepted.uuid, router)
-    assert dispatch.purge(utcnow() - timedelta(days=1)) == 0
+    assert events.purge(utcnow() - timedelta(days=1)) == 0
     seen = []
-    assert dispatch.purge(utcnow() + timedelta(seconds=1), progress=lambda *p: seen.append(p)) == 1
+    assert events.purge(utcnow() + timedelta(seconds=1), progress=lambda *p: seen.append(p)) == 1
     assert seen == [(1, 1)]
     assert RouteRun.select().count() == 0
     with pytest.raises(NotFoundError):
-        dispatch.get_record(accepted.uuid)
+        dispatch.get_event(accepted.uuid)
 
 
 def test_unknown_and_malformed_task_ids(sqlite_db):
     with pytest.raises(NotFoundError):
-        dispatch.get_record("00000000-0000-0000-0000-000000000000")
+        dispatch.get_event("00000000-0000-0000-0000-000000000000")
     with pytest.raises(ValueError, match="badly formed"):
-        dispatch.get_record("abc")
+        dispatch.get_event("abc")
 
 
 def test_schema_check_and_sync(tmp_path):
@@ -270,14 +272,14 @@ def test_schema_check_and_sync(tmp_path):
 
 
 def test_recent_lists_newest_first_and_pages(sqlite_db, load_json):
-    events = [
+    received = [
         event_from_dict({**load_json("sop_example_event.json"), "eventID": f"e{i}"})
         for i in range(5)
     ]
-    ids = [a.uuid for a in dispatch.accept(events)]
-    for offset, uuid in enumerate(reversed(ids)):
+    ids = [a.uuid for a in dispatch.accept(received)]
+    for offset, key in enumerate(reversed(ids)):
         EventRecord.update(created=utcnow() - timedelta(seconds=offset)).where(
-            EventRecord.uuid == uuid
+            EventRecord.uuid == key
         ).execute()
-    page = dispatch.recent(limit=2, offset=1)
+    page = events.recent(limit=2, offset=1)
     assert [str(r.uuid) for r in page] == [ids[3], ids[2]]

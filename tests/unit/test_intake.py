@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 import time
 
-from pacifica.dispatcher import dispatch
-from pacifica.dispatcher.intake import Intake
-from pacifica.dispatcher.storage import EventRecord
+from pacifica.dispatcher.service import dispatch
+from pacifica.dispatcher.service.intake import Intake
+from pacifica.dispatcher.storage import events as stored_events
+from pacifica.dispatcher.storage.schema import EventRecord
 from pacifica.dispatcher.testing import event_from_dict
+from tests.conftest import outbox_of
 
 
 def events(*ids: str):
@@ -19,7 +21,7 @@ def events(*ids: str):
 
 def test_concurrent_requests_are_stored_sent_and_recorded_as_sent(sqlite_db):
     sent: list[str] = []
-    intake = Intake(lambda ids: sent.extend(ids) or ids)
+    intake = Intake(outbox_of(lambda ids: sent.extend(ids) or ids))
     results: list[str] = []
 
     def request(number: int) -> None:
@@ -33,18 +35,18 @@ def test_concurrent_requests_are_stored_sent_and_recorded_as_sent(sqlite_db):
         thread.join()
     assert intake.drain()
     assert sorted(sent) == sorted(results)
-    assert all(dispatch.get_record(uuid).enqueued is not None for uuid in results)
+    assert all(dispatch.get_event(uuid).enqueued is not None for uuid in results)
 
 
 def test_a_broker_refusing_messages_leaves_them_unmarked_for_the_sweeper(sqlite_db):
     def broker_down(ids: list[str]) -> list[str]:
         raise ConnectionError("broker down")
 
-    intake = Intake(broker_down)
+    intake = Intake(outbox_of(broker_down))
     [accepted] = intake.submit(events("e1"))
     assert intake.drain()
-    assert dispatch.get_record(accepted.uuid).enqueued is None
-    assert dispatch.stranded(0, 3600) == [accepted.uuid]
+    assert dispatch.get_event(accepted.uuid).enqueued is None
+    assert stored_events.claim_stranded(0, 3600) == [accepted.uuid]
 
 
 def test_one_failing_request_does_not_fail_the_others_committed_with_it(sqlite_db, monkeypatch):
@@ -61,7 +63,7 @@ def test_one_failing_request_does_not_fail_the_others_committed_with_it(sqlite_d
         return real_accept_many(groups)
 
     monkeypatch.setattr(dispatch, "accept_many", accept_many)
-    intake = Intake(lambda ids: ids)
+    intake = Intake(outbox_of(lambda ids: ids))
     outcomes: dict[str, object] = {}
 
     def request(event_id: str) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pacifica.dispatcher import dispatch, notifications_compat, subscriptions
 from pacifica.dispatcher.router import Router
-from pacifica.dispatcher.storage import Delivery, EventRecord
-from pacifica.dispatcher.subscription_handler import add_subscription_route
+from pacifica.dispatcher.service import dispatch
+from pacifica.dispatcher.storage.schema import Delivery, EventRecord
+from pacifica.dispatcher.subscriptions import add_subscription_route, notifications, registry
 from pacifica.dispatcher.testing import event_from_dict
 
 
@@ -23,9 +23,9 @@ def env(tmp_path, monkeypatch):
 
 
 def test_dbchk_fails_before_dbsync_and_passes_after(env):
-    assert notifications_compat.cmd(["dbchk"]) == 255
-    assert notifications_compat.cmd(["dbsync"]) == 0
-    assert notifications_compat.cmd(["dbchk", "--equal"]) == 0
+    assert notifications.cmd(["dbchk"]) == 255
+    assert notifications.cmd(["dbsync"]) == 0
+    assert notifications.cmd(["dbchk", "--equal"]) == 0
 
 
 def test_upstream_config_ini_supplies_the_database_and_policy(tmp_path, monkeypatch):
@@ -36,7 +36,7 @@ def test_upstream_config_ini_supplies_the_database_and_policy(tmp_path, monkeypa
         f"[notifications]\npolicy_url = http://127.0.0.1:8181\n"
         f"[database]\npeewee_url = sqliteext:///{tmp_path / 'up.sqlite3'}\n"
     )
-    settings = notifications_compat.upstream_settings(str(ini))
+    settings = notifications.upstream_settings(str(ini))
     assert settings.policy_url == "http://127.0.0.1:8181"
     assert settings.database_url == f"sqlite:///{tmp_path / 'up.sqlite3'}"
 
@@ -44,22 +44,20 @@ def test_upstream_config_ini_supplies_the_database_and_policy(tmp_path, monkeypa
 def test_eventget_prints_events_and_their_matches_then_eventpurge_removes_them(
     env, capsys, load_json
 ):
-    assert notifications_compat.cmd(["dbsync"]) == 0
+    assert notifications.cmd(["dbsync"]) == 0
     from pacifica.dispatcher.storage import open_database
 
     open_database(env)
-    created = subscriptions.create(
-        "u", {"name": "n", "jsonpath": "$", "target_url": "http://e.org"}
-    )
+    created = registry.create("u", {"name": "n", "jsonpath": "$", "target_url": "http://e.org"})
     router = Router()
     add_subscription_route(router)
     [accepted] = dispatch.accept([event_from_dict(load_json("notifications_events.json"))])
     dispatch.process(accepted.uuid, router)
-    assert notifications_compat.cmd(["eventget", accepted.uuid]) == 0
+    assert notifications.cmd(["eventget", accepted.uuid]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"Event - {accepted.uuid}\n")
     assert f"    ELM {created['uuid']} (" in out
     assert "policy None target None" in out
-    assert notifications_compat.cmd(["eventpurge", "--older-than-date", "2999-01-01 00:00:00"]) == 0
+    assert notifications.cmd(["eventpurge", "--older-than-date", "2999-01-01 00:00:00"]) == 0
     assert (EventRecord.select().count(), Delivery.select().count()) == (0, 0)
-    assert notifications_compat.cmd(["eventget", accepted.uuid]) == 255
+    assert notifications.cmd(["eventget", accepted.uuid]) == 255

@@ -7,9 +7,9 @@ import uuid
 import pytest
 
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.storage import Subscription, SubscriptionRevision
-from pacifica.dispatcher.subscriptions import MASK
-from pacifica.dispatcher.web import EventMatch, create_app
+from pacifica.dispatcher.service.web import EventMatch, create_app
+from pacifica.dispatcher.storage.schema import Subscription, SubscriptionRevision
+from pacifica.dispatcher.subscriptions.registry import MASK
 from tests.conftest import WSGIClient
 
 ALICE = {"Http-Remote-User": "dmlb2001"}

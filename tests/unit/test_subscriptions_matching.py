@@ -7,11 +7,18 @@ import random
 import pytest
 from jsonpath2.path import Path
 
-from pacifica.dispatcher import dispatch, subscriptions
-from pacifica.dispatcher.matching import WILDCARD, Guard, MatchIndex, brute_force, guards
 from pacifica.dispatcher.router import Router
-from pacifica.dispatcher.storage import Delivery, EventRecord
-from pacifica.dispatcher.subscription_handler import Matcher, add_subscription_route
+from pacifica.dispatcher.service import dispatch
+from pacifica.dispatcher.storage.schema import Delivery, EventRecord
+from pacifica.dispatcher.subscriptions import add_subscription_route, registry
+from pacifica.dispatcher.subscriptions.matching import (
+    WILDCARD,
+    Guard,
+    Matcher,
+    MatchIndex,
+    brute_force,
+    guards,
+)
 from pacifica.dispatcher.testing import event_from_dict
 
 TYPES = ["org.pacifica.metadata.ingest", "org.pacifica.metadata.orm", "other"]
@@ -141,14 +148,14 @@ def test_conditions_that_do_not_constrain_give_no_guard(text):
 
 def test_upstream_test_subscription_matches_the_upstream_test_event(load_json):
     event = load_json("notifications_events.json")
-    path = subscriptions.compile_jsonpath('$.data.*[?(@.value="Blah")].value')
+    path = registry.compile_jsonpath('$.data.*[?(@.value="Blah")].value')
     index = MatchIndex.build([("upstream", path)])
     assert index.match(event) == ["upstream"]
     assert index.match({**event, "data": []}) == []
 
 
 def test_reference_path_without_dollar_matches_events_with_data(load_json):
-    path = subscriptions.compile_jsonpath("data")
+    path = registry.compile_jsonpath("data")
     assert MatchIndex.build([("ref", path)]).match(load_json("notifications_events.json")) == [
         "ref"
     ]
@@ -158,7 +165,7 @@ def test_matcher_sees_changes_made_through_the_registry(sqlite_db, load_json):
     event = load_json("notifications_events.json")
     matcher = Matcher()
     assert matcher.match(event) == []
-    created = subscriptions.create(
+    created = registry.create(
         "u",
         {
             "name": "n",
@@ -167,28 +174,24 @@ def test_matcher_sees_changes_made_through_the_registry(sqlite_db, load_json):
         },
     )
     assert matcher.match(event) == [created["uuid"]]
-    subscriptions.update("u", created["uuid"], {"jsonpath": '$[?(@.eventType = "nope")]'})
+    registry.update("u", created["uuid"], {"jsonpath": '$[?(@.eventType = "nope")]'})
     assert matcher.match(event) == []
-    subscriptions.update("u", created["uuid"], {"jsonpath": "$.data"})
+    registry.update("u", created["uuid"], {"jsonpath": "$.data"})
     assert matcher.match(event) == [created["uuid"]]
-    subscriptions.delete("u", created["uuid"])
+    registry.delete("u", created["uuid"])
     assert matcher.match(event) == []
 
 
 def test_matcher_skips_disabled_subscriptions(sqlite_db, load_json):
-    created = subscriptions.create(
-        "u", {"name": "n", "jsonpath": "$", "target_url": "http://e.org"}
-    )
-    subscriptions.update("u", created["uuid"], {"disabled": "2020-01-01T00:00:00Z"})
+    created = registry.create("u", {"name": "n", "jsonpath": "$", "target_url": "http://e.org"})
+    registry.update("u", created["uuid"], {"disabled": "2020-01-01T00:00:00Z"})
     assert Matcher().match(load_json("notifications_events.json")) == []
-    subscriptions.update("u", created["uuid"], {"disabled": None})
+    registry.update("u", created["uuid"], {"disabled": None})
     assert Matcher().match(load_json("notifications_events.json")) == [created["uuid"]]
 
 
 def test_route_and_handler_match_an_event_once(sqlite_db, load_json, monkeypatch):
-    created = subscriptions.create(
-        "u", {"name": "n", "jsonpath": "$", "target_url": "http://e.org"}
-    )
+    created = registry.create("u", {"name": "n", "jsonpath": "$", "target_url": "http://e.org"})
     router = Router()
     route = add_subscription_route(router)
     evaluations = []

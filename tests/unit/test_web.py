@@ -6,13 +6,14 @@ import json
 
 import pytest
 
-from pacifica.dispatcher import dispatch
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.event_handlers import NoopEventHandler
-from pacifica.dispatcher.intake import Intake
 from pacifica.dispatcher.router import Router
-from pacifica.dispatcher.web import create_app
-from tests.conftest import WSGIClient
+from pacifica.dispatcher.service import dispatch
+from pacifica.dispatcher.service.intake import Intake
+from pacifica.dispatcher.service.web import create_app
+from pacifica.dispatcher.storage import events
+from tests.conftest import WSGIClient, outbox_of
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def intake(sent):
         sent.extend(ids)
         return ids
 
-    return Intake(publish)
+    return Intake(outbox_of(publish))
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_receive_answers_202_with_task_id_and_location(client, intake, sent, loa
     assert response.headers["Location"] == f"/status/{task_id}"
     assert intake.drain()
     assert sent == [task_id]
-    assert dispatch.get_record(task_id).enqueued is not None
+    assert dispatch.get_event(task_id).enqueued is not None
     assert client.get(f"/status/{task_id}").json() == "202 Accepted"
 
 
@@ -72,15 +73,15 @@ def test_batch_answers_a_list_of_ids(client, intake, sent):
 
 def test_unsent_event_is_still_accepted_and_left_for_the_sweeper(sqlite_db, tmp_path, load_json):
     settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path)})
-    refusing = Intake(lambda ids: [])
+    refusing = Intake(outbox_of(lambda ids: []))
     client = WSGIClient(create_app(settings, refusing.submit))
     response = client.post("/receive", load_json("metadata_ingest_event.json"))
     assert response.status == 202
     assert refusing.drain()
-    record = dispatch.get_record(response.json())
+    record = dispatch.get_event(response.json())
     assert record.enqueued is None
-    assert dispatch.stranded(60, 3600) == []  # still within its grace period
-    assert dispatch.stranded(0, 3600) == [str(record.uuid)]
+    assert events.claim_stranded(60, 3600) == []  # still within its grace period
+    assert events.claim_stranded(0, 3600) == [str(record.uuid)]
 
 
 def test_receive_refusing_a_method_names_the_allowed_one(client):

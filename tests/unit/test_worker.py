@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from pacifica.dispatcher import dispatch, worker
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.router import Router
-from pacifica.dispatcher.storage import EventStatus
+from pacifica.dispatcher.service import dispatch, worker
+from pacifica.dispatcher.storage import EventStatus, events
 from pacifica.dispatcher.testing import RecordingEventHandler, event_from_dict
 
 
@@ -78,17 +78,17 @@ def test_a_long_running_message_hands_its_other_events_back_one_per_message(app,
     statuses = worker.process_task(app.tasks[worker.TASK_NAME], *ids)
     assert statuses == {ids[0]: "200 OK"}
     assert [args for _, args, _ in app.messages] == [[ids[1]], [ids[2]]]
-    handed_back = dispatch.get_record(ids[1])
+    handed_back = dispatch.get_event(ids[1])
     assert (handed_back.event_status, handed_back.attempts) == (EventStatus.ACCEPTED, 0)
     assert handed_back.enqueued is not None
     worker.process_task(app.tasks[worker.TASK_NAME], ids[1])
-    assert dispatch.get_record(ids[1]).attempts == 1
+    assert dispatch.get_event(ids[1]).attempts == 1
     assert len(app.handler.events) == 2
 
 
 def test_a_purged_event_does_not_fail_the_rest_of_its_message(app):
     ids = accepted_ids(2)
-    dispatch.purge(dispatch.get_record(ids[1]).created.replace(year=2100))
+    events.purge(dispatch.get_event(ids[1]).created.replace(year=2100))
     ids = accepted_ids(1) + ids
     statuses = worker.process_task(app.tasks[worker.TASK_NAME], *ids)
     assert statuses == {ids[0]: "200 OK"}

@@ -1,4 +1,4 @@
-"""The subscription registry: validation, access rules, JSON shapes, and the matcher.
+"""The subscription registry: validation, access rules and the JSON shape (secrets masked).
 
 Subscriptions belong to the user named by the request's user header. Another
 user's subscription, a deleted one and an unknown one all look the same: not
@@ -22,12 +22,10 @@ from urllib.parse import urlparse
 from jsonpath2.path import Path
 
 from pacifica.dispatcher.errors import InvalidSubscriptionError, NotFoundError
-from pacifica.dispatcher.storage import (
-    Subscription,
-    SubscriptionRevision,
-    utcnow,
-    write_transaction,
-)
+from pacifica.dispatcher.router import parse_jsonpath
+from pacifica.dispatcher.storage import iso, utcnow
+from pacifica.dispatcher.storage import subscriptions as stored
+from pacifica.dispatcher.storage.subscriptions import SubscriptionRow
 
 log = logging.getLogger(__name__)
 MASK = "********"
@@ -49,8 +47,8 @@ def compile_jsonpath(text: Any) -> Path:
     if not stripped.startswith("$"):
         stripped = "$" + ("" if stripped.startswith(("[", ".")) else ".") + stripped
     try:
-        return Path.parse_str(stripped)
-    except Exception as exc:  # jsonpath2/ANTLR raise ValueError and friends
+        return parse_jsonpath(stripped)
+    except ValueError as exc:
         raise InvalidSubscriptionError(
             f"'jsonpath' {text!r} does not parse: {exc}", "jsonpath"
         ) from exc
@@ -127,7 +125,7 @@ class Changes:
     generated_secret: str | None = None
 
 
-def validate(body: Any, current: Subscription | None = None) -> Changes:
+def validate(body: Any, current: SubscriptionRow | None = None) -> Changes:
     """Check a POST (``current`` None) or PUT body against the schema and access rules.
 
     Raises:
@@ -147,7 +145,7 @@ def validate(body: Any, current: Subscription | None = None) -> Changes:
     return _convert(body, current)
 
 
-def _convert(body: dict[str, Any], current: Subscription | None) -> Changes:
+def _convert(body: dict[str, Any], current: SubscriptionRow | None) -> Changes:
     changes = Changes()
     values = changes.values
     if "name" in body:
@@ -175,7 +173,7 @@ def _convert(body: dict[str, Any], current: Subscription | None) -> Changes:
 
 
 def _convert_secret(
-    secret: Any, values: dict[str, Any], current: Subscription | None
+    secret: Any, values: dict[str, Any], current: SubscriptionRow | None
 ) -> str | None:
     """Store ``secret`` in ``values``; return it when it was generated here (shown once)."""
     if secret is True:
@@ -190,11 +188,7 @@ def _convert_secret(
     return None
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def to_json(subscription: Subscription, shown_secret: str | None = None) -> dict[str, Any]:
+def to_json(subscription: SubscriptionRow, shown_secret: str | None = None) -> dict[str, Any]:
     """The API shape of a subscription, with secrets masked."""
     auth = dict(subscription.auth or {})
     kind = auth.get("type")
@@ -203,13 +197,13 @@ def to_json(subscription: Subscription, shown_secret: str | None = None) -> dict
         auth[kind] = {**auth[kind], secret_key: MASK}
     return {
         "user": subscription.user,
-        "updated": _iso(subscription.updated),
+        "updated": iso(subscription.updated),
         "uuid": str(subscription.uuid),
-        "deleted": _iso(subscription.deleted),
+        "deleted": iso(subscription.deleted),
         "version": subscription.version,
         "jsonpath": subscription.jsonpath,
-        "disabled": _iso(subscription.disabled),
-        "created": _iso(subscription.created),
+        "disabled": iso(subscription.disabled),
+        "created": iso(subscription.created),
         "name": subscription.name,
         "extensions": subscription.extensions or {},
         "auth": auth,
@@ -217,13 +211,6 @@ def to_json(subscription: Subscription, shown_secret: str | None = None) -> dict
         "error": subscription.error,
         "secret": shown_secret or (MASK if subscription.secret else None),
     }
-
-
-def bump_revision() -> None:
-    """Tell every process's matcher that subscriptions changed (call inside the change's transaction)."""
-    SubscriptionRevision.update(revision=SubscriptionRevision.revision + 1).where(
-        SubscriptionRevision.id == 1
-    ).execute()
 
 
 def parse_uuid(text: str) -> uuidlib.UUID:
@@ -238,29 +225,22 @@ def parse_uuid(text: str) -> uuidlib.UUID:
         raise InvalidSubscriptionError(f"{text!r} is not a UUID", "uuid") from None
 
 
-def get(user: str, key: str) -> Subscription:
+def get(user: str, key: str) -> SubscriptionRow:
     """The caller's live subscription with this id.
 
     Raises:
         InvalidSubscriptionError: the id is not a UUID.
         NotFoundError: no such subscription for this user (or it was deleted).
     """
-    row = Subscription.get_or_none(
-        (Subscription.uuid == parse_uuid(key))
-        & (Subscription.user == user)
-        & Subscription.deleted.is_null()
-    )
+    row = stored.get_subscription(user, parse_uuid(key))
     if row is None:
         raise NotFoundError(f"no subscription {key} for user {user!r}")
     return row
 
 
-def list_for(user: str) -> list[Subscription]:
+def list_for(user: str) -> list[SubscriptionRow]:
     """The caller's subscriptions that are not deleted (disabled ones included), oldest first."""
-    query = Subscription.select().where(
-        (Subscription.user == user) & Subscription.deleted.is_null()
-    )
-    return list(query.order_by(Subscription.created, Subscription.uuid))
+    return stored.subscriptions_of(user)
 
 
 def create(user: str, body: Any) -> dict[str, Any]:
@@ -270,13 +250,7 @@ def create(user: str, body: Any) -> dict[str, Any]:
         InvalidSubscriptionError: the body breaks the schema.
     """
     changes = validate(body)
-    with write_transaction():
-        now, key = utcnow(), uuidlib.uuid4()
-        Subscription.insert(
-            uuid=key, user=user, created=now, updated=now, **changes.values
-        ).execute()
-        bump_revision()
-    return to_json(Subscription.get_by_id(key), changes.generated_secret)
+    return to_json(stored.insert_subscription(user, changes.values), changes.generated_secret)
 
 
 def update(user: str, key: str, body: Any) -> dict[str, Any]:
@@ -288,12 +262,8 @@ def update(user: str, key: str, body: Any) -> dict[str, Any]:
     """
     row = get(user, key)
     changes = validate(body, row)
-    with write_transaction():
-        for name, value in changes.values.items():
-            setattr(row, name, value)
-        row.save()
-        bump_revision()
-    return to_json(row, changes.generated_secret)
+    updated = stored.update_subscription(row.uuid, changes.values)
+    return to_json(updated, changes.generated_secret)
 
 
 def delete(user: str, key: str) -> None:
@@ -303,8 +273,4 @@ def delete(user: str, key: str) -> None:
         InvalidSubscriptionError: a bad id.
         NotFoundError: no such subscription for this user.
     """
-    row = get(user, key)
-    with write_transaction():
-        row.deleted = utcnow()
-        row.save()
-        bump_revision()
+    stored.update_subscription(get(user, key).uuid, {"deleted": utcnow()})

@@ -16,12 +16,13 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pacifica.dispatcher import dispatch
-from pacifica.dispatcher.dispatch import Acceptance
 from pacifica.dispatcher.errors import StorageUnavailableError
 from pacifica.dispatcher.events import ReceivedEvent
+from pacifica.dispatcher.service import dispatch
+from pacifica.dispatcher.service.dispatch import Acceptance
 
 log = logging.getLogger(__name__)
+# Publishes the events' messages and records them sent (``Outbox.send``).
 Publish = Callable[[list[str]], list[str]]
 
 
@@ -132,7 +133,7 @@ class Intake:
         if not ids:
             return
         try:
-            dispatch.mark_enqueued(self.publish(ids))
+            self.publish(ids)
         except Exception:  # the sweeper publishes whatever is left unmarked
             log.exception("publishing %d message(s) failed; the sweeper will retry", len(ids))
 

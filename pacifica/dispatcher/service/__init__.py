@@ -1,5 +1,9 @@
-"""The composition root: settings + router → database, Celery app and WSGI app.
+"""The running service; this module is its composition root: settings + router → database,
+Celery app and WSGI app.
 
+``web`` (CherryPy lives there only), ``intake`` (the receiver's group
+commit), ``worker`` (Celery lives there only), ``dispatch`` (orchestration),
+``outbox`` (publish, mark sent, sweep) and ``views`` (upstream JSON shapes).
 Scaffolded projects call the same functions with their own router, so the
 stand-alone service and a project built from the template run the same way.
 """
@@ -12,18 +16,19 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import peewee
-from celery import Celery
+from typing import TYPE_CHECKING, Any
 
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.intake import Intake
 from pacifica.dispatcher.router import Router
+from pacifica.dispatcher.service.intake import Intake
+from pacifica.dispatcher.service.outbox import Outbox
+from pacifica.dispatcher.service.web import EventMatch, create_app, serve
+from pacifica.dispatcher.service.worker import WorkerContext, create_celery, default_router
 from pacifica.dispatcher.storage import check_schema, open_database, schema_version, sync_schema
-from pacifica.dispatcher.subscription_handler import SubscriptionHandler
-from pacifica.dispatcher.web import EventMatch, create_app, serve
-from pacifica.dispatcher.worker import create_celery, default_router, enqueue
+from pacifica.dispatcher.subscriptions import SubscriptionRoute
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 log = logging.getLogger(__name__)
 DEFAULT_WORKER_APP = "pacifica.dispatcher.worker:celery_app"
@@ -37,15 +42,23 @@ class Service:
     router: Router
     celery: Celery
 
-    def enqueue(self, task_ids: list[str]) -> list[str]:
-        """Send task messages; return the ids the broker took."""
-        return enqueue(self.celery, task_ids)
+    @property
+    def events(self) -> Outbox[str]:
+        """The events' outbox: send task messages and record what the broker took."""
+        context: WorkerContext = self.celery.dispatcher_context
+        return context.events
+
+    @property
+    def deliveries(self) -> Outbox[int]:
+        """The deliveries' outbox."""
+        context: WorkerContext = self.celery.dispatcher_context
+        return context.deliveries
 
     def wsgi_app(self, mounts: dict[str, object] | None = None) -> Any:
         """The receiver/status WSGI app; /eventmatch too when the router has the registry's route."""
-        registry = any(isinstance(r.event_handler, SubscriptionHandler) for r in self.router.routes)
+        registry = any(isinstance(r, SubscriptionRoute) for r in self.router.routes)
         builtin: dict[str, object] = {"eventmatch": EventMatch(self.settings)} if registry else {}
-        intake = Intake(self.enqueue)
+        intake = Intake(self.events.send)
         return create_app(self.settings, intake.submit, {**builtin, **(mounts or {})})
 
 
@@ -70,7 +83,7 @@ def wsgi_app_from_env(
     return build(settings, router_factory(settings)).wsgi_app()
 
 
-def open_checked_database(settings: Settings) -> peewee.Database:
+def open_checked_database(settings: Settings) -> Any:
     """Open the database and insist its schema matches the code.
 
     A brand-new embedded SQLite database is created on the spot, so the

@@ -20,16 +20,17 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pacifica.dispatcher import delivery_log, dispatch
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.errors import DispatcherError
 from pacifica.dispatcher.storage import (
-    EventRecord,
-    RouteRun,
     check_schema,
+    deliveries,
+    events,
+    iso,
     open_database,
     sync_schema,
 )
+from pacifica.dispatcher.storage.events import StoredEvent
 
 FAILURE = 255  # upstream returned -1 from main, which the shell sees as 255
 UPSTREAM_KEYS = {
@@ -148,23 +149,21 @@ def _event_command(args: argparse.Namespace, settings: Settings) -> int:
         end = _date(args.end_date, args.date_format, now)
         if start > end:
             raise ValueError("start date is after end date")
-        records = _records(args.uuids) or dispatch.recent(args.limit, since=start, until=end)
-        for record in records:
-            print(f"Event - {record.uuid}\n{json.dumps(record.document, ensure_ascii=False)}")
-            for row in delivery_log.describe(record.uuid):
+        found = _records(args.uuids) or events.recent(args.limit, since=start, until=end)
+        for event in found:
+            print(f"Event - {event.uuid}\n{json.dumps(event.document, ensure_ascii=False)}")
+            for row in deliveries.deliveries_of(event.uuid):
                 print(
-                    f"    ELM {row['subscription']} ({row['created']}) policy {row['policy']} target {row['target']}"
+                    f"    ELM {row.subscription} ({iso(row.created)}) policy {row.policy_status} target {row.target_status}"
                 )
         return 0
     if args.command == "eventpurge":
         if args.uuids:
-            ids = [r.uuid for r in _records(args.uuids)]
-            RouteRun.delete().where(RouteRun.event.in_(ids)).execute()
-            EventRecord.delete().where(EventRecord.uuid.in_(ids)).execute()
+            events.delete_events([e.uuid for e in _records(args.uuids)])
         else:
             older = _date(args.older_than_date, args.date_format, now - timedelta(days=1))
-            dispatch.purge(older, args.limit)
-        delivery_log.purge_orphans()
+            events.purge(older, args.limit)
+        deliveries.purge_orphans()
         return 0
     from pacifica.dispatcher import cli
 
@@ -174,5 +173,7 @@ def _event_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if cli.main(["events", "retry", *task_ids]) == 0 else FAILURE
 
 
-def _records(uuids: list[str]) -> list[EventRecord]:
-    return [dispatch.get_record(u) for u in uuids]
+def _records(uuids: list[str]) -> list[StoredEvent]:
+    from pacifica.dispatcher.service import dispatch
+
+    return [dispatch.get_event(u) for u in uuids]

@@ -2,10 +2,11 @@
 
 ``attempt(delivery_id, settings, session)`` is what a delivery task runs: it
 leases the delivery, asks the policy service (once it has said yes, it is not
-asked again on retries), POSTs the event to the target, logs each request and
-decides what happens next: delivered, retried later (exponential backoff with
-full jitter), refused (policy 4xx; target 4xx other than 408/429) or
-dead-lettered once the attempts or the age budget run out.
+asked again on retries), POSTs the event to the target and decides, in one
+place (``decide``), what happens next: delivered, retried later (exponential
+backoff with full jitter), refused (policy 4xx; target 4xx other than
+408/429) or dead-lettered once the attempts or the age budget run out. The
+decision is recorded in one place too: ``storage.deliveries.record_attempt``.
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
-from pacifica.dispatcher import delivery_log
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.delivery_log import DeliveryResult
 from pacifica.dispatcher.events import extension_name
-from pacifica.dispatcher.storage import Delivery, DeliveryStatus, Subscription, utcnow
-from pacifica.dispatcher.subscriptions import SECRET_PREFIX
+from pacifica.dispatcher.storage import DeliveryStatus, deliveries, utcnow
+from pacifica.dispatcher.storage.deliveries import AttemptRecord, DeliveryJob, RequestLog
+from pacifica.dispatcher.storage.subscriptions import SubscriptionRow
+from pacifica.dispatcher.subscriptions.registry import SECRET_PREFIX
 
 BACKOFF_CAP = 3600.0
+EXCERPT_BYTES = 1024  # of each answer, recorded
 RETRYABLE = frozenset({408, 429})
 
 
@@ -91,7 +94,7 @@ def payload(document: Mapping[str, Any], extensions: Mapping[str, Any]) -> tuple
 
 
 def target_request(
-    subscription: Subscription, message_id: str, document: Mapping[str, Any]
+    subscription: SubscriptionRow, message_id: str, document: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Keyword arguments of the ``requests`` POST to a subscription's target."""
     kind, body = payload(document, subscription.extensions or {})
@@ -110,20 +113,19 @@ def target_request(
     return {"url": subscription.target_url, "data": body, "headers": headers, **options}
 
 
-def post(session: requests.Session, timeout: float, **request: Any) -> DeliveryResult:
-    """POST and describe the outcome; never raises for network trouble."""
+def post(
+    session: requests.Session, timeout: float, kind: str, **request: Any
+) -> tuple[RequestLog, float | None]:
+    """POST and describe the outcome, with the answer's Retry-After; never raises for network trouble."""
     started = time.monotonic()
     try:
         response = session.post(timeout=timeout, allow_redirects=False, **request)
     except requests.RequestException as exc:
-        return DeliveryResult(None, "", time.monotonic() - started, f"{type(exc).__name__}: {exc}")
-    excerpt = response.content[: delivery_log.EXCERPT_BYTES].decode("utf-8", "replace")
-    return DeliveryResult(
-        response.status_code,
-        excerpt,
-        time.monotonic() - started,
-        retry_after=_retry_after(response.headers.get("Retry-After")),
-    )
+        error = f"{type(exc).__name__}: {exc}"
+        return RequestLog(kind, None, "", time.monotonic() - started, error), None
+    excerpt = response.content[:EXCERPT_BYTES].decode("utf-8", "replace")
+    logged = RequestLog(kind, response.status_code, excerpt, time.monotonic() - started)
+    return logged, _retry_after(response.headers.get("Retry-After"))
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -152,89 +154,68 @@ def attempt(
     session: requests.Session,
     rand: Callable[[], float] = random.random,
 ) -> Outcome | None:
-    """Make one attempt at a delivery; None when it is not due or another worker holds it."""
+    """Make one attempt at a delivery and record it; None when it is not due or another worker holds it."""
     lease = 2 * settings.request_timeout + 60
-    delivery = delivery_log.claim(delivery_id, lease, utcnow())
-    if delivery is None:
+    job = deliveries.claim(delivery_id, lease, utcnow())
+    if job is None:
         return None
-    subscription: Subscription = delivery.subscription
+    record, retry_in = decide(job, settings, session, rand)
+    deliveries.record_attempt(job, record, settings.disable_after)
+    return Outcome(record.status, retry_in)
+
+
+def decide(
+    job: DeliveryJob,
+    settings: Settings,
+    session: requests.Session,
+    rand: Callable[[], float] = random.random,
+) -> tuple[AttemptRecord, float | None]:
+    """Make the attempt's requests and decide what follows; the seconds until a retry, if any."""
+    subscription = job.subscription
     if subscription.deleted is not None or subscription.disabled is not None:
-        delivery_log.save(delivery, DeliveryStatus.CANCELLED, error="subscription inactive")
-        return Outcome(DeliveryStatus.CANCELLED)
-    if settings.policy_url and classify_policy(delivery.policy_status) is not Verdict.OK:
-        refused_or_retry = _check_policy(delivery, subscription, settings, session, rand)
-        if refused_or_retry is not None:
-            return refused_or_retry
-    return _deliver(delivery, subscription, settings, session, rand)
-
-
-def _check_policy(
-    delivery: Delivery,
-    subscription: Subscription,
-    settings: Settings,
-    session: requests.Session,
-    rand: Callable[[], float],
-) -> Outcome | None:
-    """Ask the policy service; None means allowed (go on to the target)."""
-    url = f"{str(settings.policy_url).rstrip('/')}/events/{subscription.user}"
-    result = post(session, settings.request_timeout, url=url, json=delivery.event.document)
-    delivery_log.record_attempt(delivery, "policy", result)
-    verdict = classify_policy(result.status_code)
-    fields = {"policy_status": result.status_code, "policy_body": result.excerpt}
-    if verdict is Verdict.REFUSED:
-        delivery_log.save(delivery, DeliveryStatus.REJECTED, error="refused by policy", **fields)
-        return Outcome(DeliveryStatus.REJECTED)
-    if verdict is Verdict.RETRY:
-        return _retry(delivery, subscription, settings, result, fields, rand)
-    delivery_log.note_policy(delivery, result)
-    return None
-
-
-def _deliver(
-    delivery: Delivery,
-    subscription: Subscription,
-    settings: Settings,
-    session: requests.Session,
-    rand: Callable[[], float],
-) -> Outcome:
-    request = target_request(subscription, str(delivery.uuid), delivery.event.document)
-    result = post(session, settings.request_timeout, **request)
-    delivery_log.record_attempt(delivery, "target", result)
-    fields = {"target_status": result.status_code, "target_body": result.excerpt}
-    verdict = classify_target(result.status_code)
+        return AttemptRecord(DeliveryStatus.CANCELLED, error="subscription inactive"), None
+    made: list[RequestLog] = []
+    if settings.policy_url and classify_policy(job.policy_status) is not Verdict.OK:
+        url = f"{str(settings.policy_url).rstrip('/')}/events/{quote(subscription.user, safe='')}"
+        asked, retry_after = post(
+            session, settings.request_timeout, "policy", url=url, json=job.document
+        )
+        made.append(asked)
+        verdict = classify_policy(asked.status_code)
+        if verdict is Verdict.REFUSED:
+            return AttemptRecord(DeliveryStatus.REJECTED, tuple(made), "refused by policy"), None
+        if verdict is Verdict.RETRY:
+            return _retry(job, settings, asked, retry_after, made, rand)
+    request = target_request(subscription, str(job.uuid), job.document)
+    sent, retry_after = post(session, settings.request_timeout, "target", **request)
+    made.append(sent)
+    verdict = classify_target(sent.status_code)
     if verdict is Verdict.OK:
-        delivery_log.save(delivery, DeliveryStatus.DELIVERED, error=None, **fields)
-        delivery_log.note_delivered(subscription)
-        return Outcome(DeliveryStatus.DELIVERED)
+        return AttemptRecord(DeliveryStatus.DELIVERED, tuple(made)), None
     if verdict is Verdict.REFUSED:
-        reason = f"target answered {result.status_code}"
-        delivery_log.save(delivery, DeliveryStatus.FAILED, error=reason, **fields)
-        delivery_log.note_undeliverable(subscription, reason, settings.disable_after)
-        return Outcome(DeliveryStatus.FAILED)
-    return _retry(delivery, subscription, settings, result, fields, rand)
+        reason = f"target answered {sent.status_code}"
+        failed = AttemptRecord(DeliveryStatus.FAILED, tuple(made), reason, undeliverable=reason)
+        return failed, None
+    return _retry(job, settings, sent, retry_after, made, rand)
 
 
 def _retry(
-    delivery: Delivery,
-    subscription: Subscription,
+    job: DeliveryJob,
     settings: Settings,
-    result: DeliveryResult,
-    fields: dict[str, Any],
+    last: RequestLog,
+    retry_after: float | None,
+    made: list[RequestLog],
     rand: Callable[[], float],
-) -> Outcome:
-    reason = result.error or f"answered {result.status_code}"
-    delay = backoff_delay(delivery.attempts, settings.delivery_backoff, rand=rand)
-    if result.retry_after is not None:
-        delay = min(max(delay, result.retry_after), BACKOFF_CAP)
+) -> tuple[AttemptRecord, float | None]:
+    reason = last.error or f"answered {last.status_code}"
+    delay = backoff_delay(job.attempts, settings.delivery_backoff, rand=rand)
+    if retry_after is not None:
+        delay = min(max(delay, retry_after), BACKOFF_CAP)
     now = utcnow()
-    age = (now - delivery.budget_start).total_seconds() + delay
-    if delivery.attempts >= settings.delivery_max_attempts or age > settings.delivery_max_age:
-        error = f"dead-lettered after {delivery.attempts} attempt(s): {reason}"
-        delivery_log.save(delivery, DeliveryStatus.DEAD, error=error, **fields)
-        delivery_log.note_undeliverable(subscription, reason, settings.disable_after)
-        return Outcome(DeliveryStatus.DEAD)
+    age = (now - job.budget_start).total_seconds() + delay
+    if job.attempts >= settings.delivery_max_attempts or age > settings.delivery_max_age:
+        error = f"dead-lettered after {job.attempts} attempt(s): {reason}"
+        dead = AttemptRecord(DeliveryStatus.DEAD, tuple(made), error, undeliverable=reason)
+        return dead, None
     next_attempt = now + timedelta(seconds=delay)
-    delivery_log.save(
-        delivery, DeliveryStatus.PENDING, next_attempt=next_attempt, error=reason, **fields
-    )
-    return Outcome(DeliveryStatus.PENDING, delay)
+    return AttemptRecord(DeliveryStatus.PENDING, tuple(made), reason, next_attempt), delay

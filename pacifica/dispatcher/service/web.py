@@ -1,30 +1,31 @@
-"""The HTTP side (CherryPy): the receiver and status API, and JSON errors in one table.
+"""The HTTP side (CherryPy lives here only): the receiver and status API, JSON errors in one table.
 
 Handlers are thin: read the request, call one core function, write JSON. The
 receiver never runs user code: it parses, stores, enqueues and answers.
+Handlers raise the package's errors; ``ERROR_STATUS``, looked up along the
+exception's class hierarchy, turns them into HTTP answers, for the WSGI
+receiver and for CherryPy alike.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import uuid as uuidlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
 import cherrypy
 
-from pacifica.dispatcher import dispatch, subscriptions
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.dispatch import Acceptance
 from pacifica.dispatcher.errors import (
     AuthenticationRequiredError,
-    DispatcherError,
     InvalidEventError,
+    InvalidRequestError,
     InvalidSubscriptionError,
+    InvalidTaskIdError,
     MethodNotAllowedError,
     NotFoundError,
     RequestTooLargeError,
@@ -32,23 +33,29 @@ from pacifica.dispatcher.errors import (
     UnsupportedContentTypeError,
 )
 from pacifica.dispatcher.events import ReceivedEvent, parse_http
+from pacifica.dispatcher.service import dispatch, views
+from pacifica.dispatcher.service.dispatch import Acceptance
+from pacifica.dispatcher.storage import events as stored_events
+from pacifica.dispatcher.subscriptions import registry
 
 log = logging.getLogger(__name__)
 
 # Stores events and returns once they are committed (``intake.Intake.submit``).
 Accept = Callable[[Sequence[ReceivedEvent]], list[Acceptance]]
 
-# The one place where errors become HTTP answers; first match wins.
-ERROR_STATUS: list[tuple[type[Exception], int]] = [
-    (UnsupportedContentTypeError, 415),
-    (InvalidEventError, 400),
-    (InvalidSubscriptionError, 400),
-    (RequestTooLargeError, 413),
-    (StorageUnavailableError, 503),
-    (AuthenticationRequiredError, 401),
-    (NotFoundError, 404),
-    (MethodNotAllowedError, 405),
-]
+# The one place where errors become HTTP answers: the nearest class along the MRO wins.
+ERROR_STATUS: dict[type[Exception], int] = {
+    UnsupportedContentTypeError: 415,
+    InvalidEventError: 400,
+    InvalidSubscriptionError: 400,
+    InvalidRequestError: 400,
+    InvalidTaskIdError: 422,
+    RequestTooLargeError: 413,
+    StorageUnavailableError: 503,
+    AuthenticationRequiredError: 401,
+    NotFoundError: 404,
+    MethodNotAllowedError: 405,
+}
 MAX_PAGE = 1000
 
 
@@ -58,20 +65,16 @@ def json_body(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
-def status_for(error: Exception) -> int:
+def status_for(error: BaseException) -> int:
     """The HTTP status for an error raised while serving a request (500 if unknown)."""
-    return next((code for kind, code in ERROR_STATUS if isinstance(error, kind)), 500)
+    return next((ERROR_STATUS[k] for k in type(error).__mro__ if k in ERROR_STATUS), 500)
 
 
-@contextmanager
-def http_errors() -> Iterator[None]:
-    """Turn the package's errors into ``cherrypy.HTTPError`` using ``ERROR_STATUS``."""
-    try:
-        yield
-    except cherrypy.HTTPError:
-        raise
-    except DispatcherError as exc:
-        raise cherrypy.HTTPError(status_for(exc), str(exc)) from exc
+def error_body(error: BaseException) -> tuple[int, dict[str, str]]:
+    """The status and JSON body answering ``error``; an unknown error's details stay in the log."""
+    code = status_for(error)
+    message = str(error) if code != 500 else "internal error; see server log"
+    return code, {"status": _status_line(code), "message": message}
 
 
 def json_error_page(status: str, message: str, traceback: str, version: str) -> str:
@@ -90,13 +93,18 @@ def trim_error_body() -> None:
         cherrypy.response.headers.pop("Content-Length", None)
 
 
-def unexpected_error() -> None:
-    """Answer an unhandled exception with a JSON 500 and log the traceback."""
-    log.error("unhandled error serving %s", cherrypy.url(), exc_info=True)
-    cherrypy.response.status = 500
+def error_response() -> None:
+    """CherryPy's answer to an exception a handler raised: ``ERROR_STATUS``, as JSON.
+
+    Unknown errors are a 500 whose traceback goes to the log, never the body.
+    """
+    error = sys.exc_info()[1] or RuntimeError("unknown error")
+    code, body = error_body(error)
+    if code == 500:
+        log.error("unhandled error serving %s", cherrypy.url(), exc_info=True)
+    cherrypy.response.status = code
     cherrypy.response.headers["Content-Type"] = "application/json"
-    body = {"status": "500 Internal Server Error", "message": "internal error; see server log"}
-    cherrypy.response.body = [json.dumps(body).encode()]
+    cherrypy.response.body = [json.dumps(body, ensure_ascii=False).encode("utf-8")]
 
 
 def read_body(limit: int) -> bytes:
@@ -129,49 +137,70 @@ def parse_task_id(task_id: str | None) -> str:
     """Check a task id from the path.
 
     Raises:
-        cherrypy.HTTPError: 404 when absent, 422 when not a UUID (as upstream).
+        NotFoundError: it is absent.
+        InvalidTaskIdError: it is not a UUID (422, as upstream).
     """
     if not task_id:
-        raise cherrypy.HTTPError(404, "a task id is required: /status/<task_id>")
+        raise NotFoundError("a task id is required: /status/<task_id>")
     try:
         return str(uuidlib.UUID(task_id))
     except ValueError:
-        raise cherrypy.HTTPError(422, f"task id {task_id!r} is not a UUID") from None
+        raise InvalidTaskIdError(f"task id {task_id!r} is not a UUID") from None
 
 
 def page_arguments(params: dict[str, str]) -> tuple[int, int]:
     """``limit`` (1..1000, default 100) and ``offset`` (>= 0) from query parameters.
 
     Raises:
-        cherrypy.HTTPError: 400 naming the bad parameter.
+        InvalidRequestError: a parameter is not such an integer (the message names it).
     """
     values = {}
     for name, default, low, high in (("limit", 100, 1, MAX_PAGE), ("offset", 0, 0, None)):
         text = params.get(name, str(default))
         if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
             bound = f"{low}..{high}" if high else f">= {low}"
-            raise cherrypy.HTTPError(400, f"{name} must be an integer {bound}, got {text!r}")
+            raise InvalidRequestError(f"{name} must be an integer {bound}, got {text!r}")
         values[name] = int(text)
     return values["limit"], values["offset"]
 
 
-@dataclass
 class Root:
-    """``GET /``: the most recent tasks, newest first, paginated."""
+    """``GET /``: the most recent tasks, newest first, paginated; below it, the resources
+    in ``routes`` (an explicit table: ``{"status": Status(), …}``)."""
 
     exposed = True
 
+    def __init__(self, routes: Mapping[str, object]) -> None:
+        self.routes = dict(routes)
+
+    def _cp_dispatch(self, vpath: list[str]) -> object:
+        """The resource for the first path segment (CherryPy's hook for dynamic children)."""
+        return self.routes.get(vpath.pop(0), MISSING)
+
     def GET(self, *vpath: str, **params: str) -> bytes:
         """List recent tasks (``?limit=&offset=``); a ``Link: rel=next`` header pages on."""
-        if vpath:
-            raise cherrypy.HTTPError(404, f"no such path: /{'/'.join(vpath)}")
+        _no_more(vpath)
         limit, offset = page_arguments(params)
-        records = dispatch.recent(limit=limit + 1, offset=offset)
-        if len(records) > limit:
+        found = stored_events.recent(limit=limit + 1, offset=offset)
+        if len(found) > limit:
             cherrypy.response.headers["Link"] = (
                 f'</?limit={limit}&offset={offset + limit}>; rel="next"'
             )
-        return json_body([dispatch.summarize(r) for r in records[:limit]])
+        return json_body([views.summarize(e) for e in found[:limit]])
+
+
+class Missing:
+    """The resource at a path nothing is mounted on: 404 whatever the method."""
+
+    exposed = True
+
+    def _not_found(self, *vpath: str, **params: str) -> bytes:
+        raise NotFoundError(f"no such path: {cherrypy.request.path_info}")
+
+    GET = POST = PUT = DELETE = HEAD = PATCH = _not_found
+
+
+MISSING = Missing()
 
 
 class Receiver:
@@ -198,11 +227,9 @@ class Receiver:
         try:
             code, body = self._receive(environ, path, headers)
         except Exception as exc:
-            code = status_for(exc)
-            message = str(exc) if code != 500 else "internal error; see server log"
+            code, body = error_body(exc)
             if code == 500:
                 log.error("unhandled error receiving an event", exc_info=True)
-            body = {"status": _status_line(code), "message": message}
         payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
         headers.append(("Content-Length", str(len(payload))))
         start_response(_status_line(code), headers)
@@ -255,10 +282,8 @@ class Status:
 
     def GET(self, task_id: str | None = None, *rest: str) -> bytes:
         """Answer e.g. ``"200 OK"``."""
-        if rest:
-            raise cherrypy.HTTPError(404, "no such path")
-        with http_errors():
-            return json_body(dispatch.get_record(parse_task_id(task_id)).event_status.http)
+        _no_more(rest)
+        return json_body(dispatch.get_event(parse_task_id(task_id)).status.http)
 
 
 class Get:
@@ -268,10 +293,8 @@ class Get:
 
     def GET(self, task_id: str | None = None, *rest: str) -> bytes:
         """Answer the stored event, its status and per-route outcomes."""
-        if rest:
-            raise cherrypy.HTTPError(404, "no such path")
-        with http_errors():
-            return json_body(dispatch.describe(dispatch.get_record(parse_task_id(task_id))))
+        _no_more(rest)
+        return json_body(views.describe(dispatch.get_event(parse_task_id(task_id))))
 
 
 class EventMatch:
@@ -299,36 +322,32 @@ class EventMatch:
 
     def GET(self, key: str | None = None, *rest: str) -> bytes:
         """The caller's subscriptions (``[]`` when none), or one of them."""
-        with http_errors():
-            _no_more(rest)
-            user = self._user()
-            if key is None:
-                return json_body([subscriptions.to_json(s) for s in subscriptions.list_for(user)])
-            return json_body(subscriptions.to_json(subscriptions.get(user, key)))
+        _no_more(rest)
+        user = self._user()
+        if key is None:
+            return json_body([registry.to_json(s) for s in registry.list_for(user)])
+        return json_body(registry.to_json(registry.get(user, key)))
 
     def POST(self, *vpath: str) -> bytes:
         """Create a subscription; the server picks uuid, user, timestamps and version."""
-        with http_errors():
-            _no_more(vpath)
-            return json_body(subscriptions.create(self._user(), self._body()))
+        _no_more(vpath)
+        return json_body(registry.create(self._user(), self._body()))
 
     def PUT(self, key: str | None = None, *rest: str) -> bytes:
         """Update the fields a user may change."""
-        with http_errors():
-            _no_more(rest)
-            user = self._user()
-            if key is None:
-                raise NotFoundError("PUT needs a subscription id: /eventmatch/<uuid>")
-            return json_body(subscriptions.update(user, key, self._body()))
+        _no_more(rest)
+        user = self._user()
+        if key is None:
+            raise NotFoundError("PUT needs a subscription id: /eventmatch/<uuid>")
+        return json_body(registry.update(user, key, self._body()))
 
     def DELETE(self, key: str | None = None, *rest: str) -> bytes:
         """Soft-delete a subscription; 200 with an empty body, as upstream."""
-        with http_errors():
-            _no_more(rest)
-            user = self._user()
-            if key is None:
-                raise NotFoundError("DELETE needs a subscription id: /eventmatch/<uuid>")
-            subscriptions.delete(user, key)
+        _no_more(rest)
+        user = self._user()
+        if key is None:
+            raise NotFoundError("DELETE needs a subscription id: /eventmatch/<uuid>")
+        registry.delete(user, key)
         return b""
 
 
@@ -343,7 +362,7 @@ def app_config() -> dict[str, Any]:
         "/": {
             "request.dispatch": cherrypy.dispatch.MethodDispatcher(),
             "request.show_tracebacks": False,
-            "request.error_response": unexpected_error,
+            "request.error_response": error_response,
             "error_page.default": json_error_page,
             "hooks.after_error_response": trim_error_body,
             "hooks.before_finalize": trim_error_body,
@@ -357,11 +376,7 @@ def create_app(
     settings: Settings, accept: Accept, mounts: dict[str, object] | None = None
 ) -> Receiver:
     """The WSGI application: receiver and status API, plus extra ``mounts`` (e.g. /eventmatch)."""
-    root = Root()
-    root.status = Status()  # type: ignore[attr-defined]
-    root.get = Get()  # type: ignore[attr-defined]
-    for name, handler in (mounts or {}).items():
-        setattr(root, name, handler)
+    root = Root({"status": Status(), "get": Get(), **(mounts or {})})
     return Receiver(settings, accept, cherrypy.Application(root, "", app_config()))
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,11 @@ from jsonpath2.subscripts.filter import FilterSubscript
 from jsonpath2.subscripts.objectindex import ObjectIndexSubscript
 from jsonpath2.subscripts.wildcard import WildcardSubscript
 
+from pacifica.dispatcher.errors import InvalidSubscriptionError
+from pacifica.dispatcher.router import path_matches
+from pacifica.dispatcher.storage import subscriptions as stored
+from pacifica.dispatcher.subscriptions.registry import compile_jsonpath
+
 log = logging.getLogger(__name__)
 
 WILDCARD = object()
@@ -57,7 +63,7 @@ class Guard:
 def evaluate(path: Path, document: Any) -> bool:
     """True when ``path`` matches ``document`` at least once (upstream ``find``); errors count as no match."""
     try:
-        return next(iter(path.match(document)), None) is not None
+        return path_matches(path, document)
     except Exception:  # a JSONPath function applied to the wrong type raises
         log.debug("JSONPath %s raised on an event; taken as no match", path, exc_info=True)
         return False
@@ -207,3 +213,41 @@ class MatchIndex:
 def brute_force(entries: Iterable[tuple[str, Path]], document: Any) -> list[str]:
     """Evaluate every path: the reference answer the index must reproduce."""
     return sorted(key for key, path in entries if evaluate(path, document))
+
+
+@dataclass
+class Matcher:
+    """Matches event documents against the active subscriptions, reloading when they change.
+
+    One cheap query per event reads the revision counter; the index is rebuilt
+    only when it moved, and JSONPaths already compiled are reused.
+    """
+
+    revision: int | None = None
+    index: MatchIndex = field(default_factory=MatchIndex)
+    compiled: dict[str, Path] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def refresh(self) -> None:
+        """Rebuild the index if subscriptions changed since the last call."""
+        revision = stored.revision()
+        if revision == self.revision:
+            return
+        entries, compiled = [], {}
+        for key, text in stored.active_paths():
+            path = self.compiled.get(text)
+            if path is None:
+                try:
+                    path = compile_jsonpath(text)
+                except InvalidSubscriptionError:  # stored before validation got stricter
+                    log.warning("subscription %s has an invalid JSONPath; it matches nothing", key)
+                    continue
+            compiled[text] = path
+            entries.append((key, path))
+        with self.lock:
+            self.index, self.compiled, self.revision = MatchIndex.build(entries), compiled, revision
+
+    def match(self, document: Any) -> list[str]:
+        """The ids of the active subscriptions whose JSONPath matches ``document``."""
+        self.refresh()
+        return self.index.match(document)

@@ -1,0 +1,267 @@
+"""The Celery side (Celery lives here only): an app factory, two thin tasks, and the sweeper.
+
+``create_celery(settings, router)`` builds an app whose process task takes
+the stored events a message names (one, or several that arrived together)
+and hands them to ``dispatch.process_many``, and whose deliver task makes one
+attempt at one webhook delivery. Messages are acknowledged only after the
+work is recorded (``acks_late``) and re-queued if the worker process dies; on
+top of that a sweeper thread in every worker sends again what the broker
+lost, through the two outboxes (events and deliveries).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+
+from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.router import Router
+from pacifica.dispatcher.service import dispatch
+from pacifica.dispatcher.service.outbox import Outbox, delivery_outbox, event_outbox
+from pacifica.dispatcher.service.views import TASK_NAME
+from pacifica.dispatcher.storage import check_schema, forget_connection, open_database
+from pacifica.dispatcher.subscriptions import delivery
+from pacifica.dispatcher.subscriptions.route import add_subscription_route
+
+log = logging.getLogger(__name__)
+# A message still being worked on after this many seconds hands its other events back.
+HAND_BACK_AFTER = 1.0
+DELIVERY_TASK = "pacifica.dispatcher.deliver"
+
+
+@dataclass
+class WorkerContext:
+    """What the tasks need in a worker process: settings, router, outboxes, a lazily opened database."""
+
+    settings: Settings
+    router: Router
+    events: Outbox[str]
+    deliveries: Outbox[int]
+    _database: Any = field(default=None, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _session: Any = field(default=None, repr=False)
+
+    def session(self) -> Any:
+        """This process's HTTP session for policy checks and webhook deliveries."""
+        if self._session is None:
+            self._session = delivery.new_session()
+        return self._session
+
+    def database(self) -> Any:
+        """Open the database on first use in this process and check its schema.
+
+        Raises:
+            SchemaMismatchError: the database needs ``pacifica-dispatcher db sync``.
+        """
+        if self._database is None:
+            database = open_database(self.settings.effective_database_url)
+            check_schema(database)
+            self._database = database
+        return self._database
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    """Transport options for the configured broker (creating the embedded broker's folders)."""
+    url = settings.effective_broker_url
+    if settings.embedded_broker:
+        root = settings.data_path / "broker"
+        folders = {
+            "queue": root / "queue",
+            "processed": root / "processed",
+            "control": root / "control",
+        }
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folders["queue"]),
+            "data_folder_out": str(folders["queue"]),
+            "processed_folder": str(folders["processed"]),
+            "control_folder": str(folders["control"]),
+            "polling_interval": 0.1,
+        }
+    if url.startswith(("redis", "rediss")):
+        # Unacked messages come back after a crash in seconds, not minutes; the
+        # visibility timeout must exceed the slowest handler or it runs twice.
+        return {
+            "visibility_timeout": settings.processing_lease + 60,
+            "unacked_restore_interval": 2,
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": 5,
+            "socket_timeout": 30,
+        }
+    return {}
+
+
+def create_celery(settings: Settings, router: Router, name: str = "pacifica.dispatcher") -> Celery:
+    """A Celery app that processes stored events through ``router``."""
+    app = Celery(
+        name,
+        broker=settings.effective_broker_url,
+        backend=settings.backend_url,
+        set_as_current=False,
+    )
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=settings.worker_prefetch,
+        worker_concurrency=settings.worker_concurrency,
+        worker_redirect_stdouts=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=broker_options(settings),
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    app.dispatcher_context = WorkerContext(
+        settings,
+        router,
+        event_outbox(
+            lambda ids, delay: enqueue(app, ids, countdown=delay), settings.processing_lease
+        ),
+        delivery_outbox(
+            lambda ids, delay: _publish(app, DELIVERY_TASK, [[i] for i in ids], ids, delay)
+        ),
+    )
+    app.task(name=TASK_NAME, bind=True, ignore_result=True)(process_task)
+    app.task(name=DELIVERY_TASK, bind=True, ignore_result=True)(deliver_task)
+    worker_ready.connect(start_sweeper, weak=False, dispatch_uid="pacifica.dispatcher.sweeper")
+    worker_shutdown.connect(stop_sweeper, weak=False, dispatch_uid="pacifica.dispatcher.stop")
+    worker_process_init.connect(forget_parent_connection, weak=False, dispatch_uid="pacifica.fork")
+    return app
+
+
+def process_task(task: Task, *task_ids: str) -> dict[str, str]:
+    """Celery task: process the stored events a message names; their status strings by id.
+
+    Once the message has taken ``HAND_BACK_AFTER`` seconds, its events not yet
+    started go back to the broker one per message, so other worker processes
+    share them instead of waiting behind a slow handler.
+    """
+    context: WorkerContext = task.app.dispatcher_context
+    context.database()
+    limit = HAND_BACK_AFTER if len(task_ids) > 1 else None
+    done = dispatch.process_many(
+        task_ids,
+        context.router,
+        time_limit=limit,
+        claimant=task.request.id,
+        lease=context.settings.processing_lease,
+        send_deliveries=context.deliveries.send,
+    )
+    for task_id in done.missing:  # purged since the message was sent
+        log.warning("event %s no longer exists; message dropped", task_id)
+    if done.handed_back:
+        sent = enqueue(task.app, done.handed_back, per_message=1)
+        log.info("handed %d event(s) back to the queue", len(sent))
+    return {task_id: status.http for task_id, status in done.statuses.items()}
+
+
+def deliver_task(task: Task, delivery_id: int) -> str | None:
+    """Celery task: one attempt at one delivery; a retry soon enough is sent with a countdown.
+
+    A retry further away than the processing lease (the Redis visibility
+    timeout is 60 s longer) gets no message: the sweeper sends it when due.
+    """
+    context: WorkerContext = task.app.dispatcher_context
+    context.database()
+    outcome = delivery.attempt(delivery_id, context.settings, context.session())
+    if outcome is None:
+        return None
+    if outcome.retry_in is not None and outcome.retry_in <= context.settings.processing_lease:
+        context.deliveries.send([delivery_id], delay=outcome.retry_in)
+    return outcome.status.name
+
+
+def enqueue(
+    app: Celery, task_ids: Sequence[str], per_message: int | None = None, countdown: float = 0
+) -> list[str]:
+    """Send the events' messages without retrying; return the ids the broker took.
+
+    Each message carries up to ``per_message`` events (default
+    ``EVENTS_PER_MESSAGE``) and has its own Celery task id, which claims the
+    events while they are processed (``dispatch.process_many``).
+    """
+    ids = list(task_ids)
+    size = per_message or app.dispatcher_context.settings.events_per_message
+    groups = [ids[start : start + size] for start in range(0, len(ids), size)]
+    return _publish(app, TASK_NAME, groups, ids, countdown)
+
+
+def _publish(
+    app: Celery, task: str, messages: list[list[Any]], keys: list[Any], countdown: float
+) -> list[Any]:
+    """Send one message per argument list, without retrying; the keys of the messages sent.
+
+    A broker that is down costs the caller one quick failure, not a hang: the
+    rows stay in the database and the sweeper sends them later.
+    """
+    sent: list[Any] = []
+    for args in messages:
+        try:
+            app.send_task(task, args=args, countdown=countdown or None, retry=False)
+        except Exception as exc:  # kombu raises several unrelated types when down
+            log.warning(
+                "broker unavailable, %d message key(s) left for the sweeper: %s",
+                len(keys) - len(sent),
+                exc,
+            )
+            break
+        sent.extend(args)
+    return sent
+
+
+def _sweep_forever(app: Celery) -> None:
+    context: WorkerContext = app.dispatcher_context
+    grace = context.settings.requeue_after
+    while not context._stop.is_set():
+        try:
+            context.database()
+            context.events.sweep(grace)
+            context.deliveries.sweep(grace)
+        except Exception:  # the sweeper must outlive a database or broker outage
+            log.exception("stranded-event sweep failed; trying again later")
+        context._stop.wait(context.settings.requeue_interval)
+
+
+def start_sweeper(sender: Any = None, **_: Any) -> None:
+    """``worker_ready`` receiver: start the sweeper thread for this worker's app."""
+    app = getattr(sender, "app", None)
+    if app is None or not hasattr(app, "dispatcher_context"):
+        return
+    thread = threading.Thread(target=_sweep_forever, args=(app,), name="sweeper", daemon=True)
+    thread.start()
+
+
+def stop_sweeper(sender: Any = None, **_: Any) -> None:
+    """``worker_shutdown`` receiver: stop the sweeper loop."""
+    app = getattr(sender, "app", None)
+    if app is not None and hasattr(app, "dispatcher_context"):
+        app.dispatcher_context._stop.set()
+
+
+def forget_parent_connection(**_: Any) -> None:
+    """``worker_process_init`` receiver: a forked child must not share its parent's socket."""
+    forget_connection()
+
+
+def default_router(settings: Settings) -> Router:
+    """The stand-alone service's router: the subscription registry's route."""
+    del settings
+    router = Router()
+    add_subscription_route(router)
+    return router
+
+
+def celery_app_from_env(router_factory: Callable[[Settings], Router]) -> Celery:
+    """A project's Celery app from the environment's settings (for ``celery -A module:celery_app``).
+
+    Call it from a module ``__getattr__`` so importing the module does no work.
+    """
+    settings = Settings.from_env()
+    return create_celery(settings, router_factory(settings))

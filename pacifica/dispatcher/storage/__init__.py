@@ -1,0 +1,49 @@
+"""Durable state: the only package that talks to the database (peewee lives here only).
+
+``schema`` (tables), ``migrations`` (schema versions), ``database``
+(connecting, transactions), ``statements`` (prepared hot-path SQL) and the
+query modules ``events``, ``deliveries`` and ``subscriptions``, whose
+functions take and return typed values (``values`` holds the statuses).
+"""
+
+from __future__ import annotations
+
+from pacifica.dispatcher.storage import deliveries, events, subscriptions
+from pacifica.dispatcher.storage.database import (
+    forget_connection,
+    open_database,
+    supports_returning,
+    write_transaction,
+)
+from pacifica.dispatcher.storage.migrations import (
+    check_schema,
+    code_schema_version,
+    schema_version,
+    sync_schema,
+)
+from pacifica.dispatcher.storage.values import (
+    DeliveryStatus,
+    EventStatus,
+    RunStatus,
+    iso,
+    utcnow,
+)
+
+__all__ = [
+    "DeliveryStatus",
+    "EventStatus",
+    "RunStatus",
+    "check_schema",
+    "code_schema_version",
+    "deliveries",
+    "events",
+    "forget_connection",
+    "iso",
+    "open_database",
+    "schema_version",
+    "subscriptions",
+    "supports_returning",
+    "sync_schema",
+    "utcnow",
+    "write_transaction",
+]

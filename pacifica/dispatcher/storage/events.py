@@ -1,0 +1,384 @@
+"""Event queries: store, claim, record outcomes, find stranded events, retry, purge, read.
+
+Rows leave this module as typed values (``StoredEvent``, ``RouteRunRow``), never
+as peewee models or dicts keyed by column names.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, cast
+
+import peewee
+
+from pacifica.dispatcher.storage.database import supports_returning, write_transaction
+from pacifica.dispatcher.storage.schema import EventRecord, RouteRun, database_proxy
+from pacifica.dispatcher.storage.statements import (
+    chunks,
+    claim_unsent,
+    insert_rows,
+    select_in,
+    update_in,
+)
+from pacifica.dispatcher.storage.values import EventStatus, RunStatus, utcnow
+
+
+class NewEvent(NamedTuple):
+    """An event to store: its attributes and the document routes match."""
+
+    uuid: uuidlib.UUID
+    event_id: str
+    source: str
+    event_type: str
+    spec_version: str
+    event_time: datetime | None
+    content_type: str | None
+    document: Any
+    created: datetime
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """A stored event and where it is in its life."""
+
+    uuid: uuidlib.UUID
+    event_id: str
+    source: str
+    event_type: str
+    spec_version: str
+    event_time: datetime | None
+    content_type: str | None
+    document: Any
+    status: EventStatus
+    attempts: int
+    enqueued: datetime | None
+    started: datetime | None
+    finished: datetime | None
+    created: datetime
+    updated: datetime
+    deleted: datetime | None
+    claimed_by: str | None
+
+    @classmethod
+    def from_record(cls, record: EventRecord) -> StoredEvent:
+        """The value of a peewee row."""
+        return cls(
+            uuid=record.uuid,
+            event_id=record.event_id,
+            source=record.source,
+            event_type=record.event_type,
+            spec_version=record.spec_version,
+            event_time=record.event_time,
+            content_type=record.content_type,
+            document=record.document,
+            status=EventStatus(record.status),
+            attempts=record.attempts,
+            enqueued=record.enqueued,
+            started=record.started,
+            finished=record.finished,
+            created=record.created,
+            updated=record.updated,
+            deleted=record.deleted,
+            claimed_by=record.claimed_by,
+        )
+
+    @property
+    def event_status(self) -> EventStatus:
+        """``status`` (the name the upstream-shaped views use)."""
+        return self.status
+
+
+class RouteRunRow(NamedTuple):
+    """One route's run for one event, with the handler's exception if it raised."""
+
+    event: uuidlib.UUID
+    route: str
+    handler: str
+    status: RunStatus
+    exc_type: str | None
+    exc_message: str | None
+    exc_traceback: str | None
+    attempts: int
+    started: datetime
+    finished: datetime | None
+    updated: datetime
+
+
+_NEW_DEFAULTS = {"status": int(EventStatus.ACCEPTED), "attempts": 0}
+
+
+def insert_events(events: Sequence[NewEvent]) -> None:
+    """Store new events (``202 Accepted``, no message sent yet); call inside a transaction."""
+    insert_rows(
+        EventRecord,
+        [{**e._asdict(), **_NEW_DEFAULTS, "updated": e.created} for e in events],
+    )
+
+
+def existing_ids(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Task ids of the events already stored, by (source, id): one indexed lookup per source."""
+    by_source: dict[str, set[str]] = {}
+    for source, event_id in keys:
+        by_source.setdefault(source, set()).add(event_id)
+    found: dict[tuple[str, str], str] = {}
+    for source, event_ids in by_source.items():
+        for chunk in chunks(sorted(event_ids)):
+            rows = select_in(
+                EventRecord, ["uuid", "event_id"], {"source": source}, "event_id", chunk
+            )
+            for uuid, event_id in rows:
+                found[(source, event_id)] = str(uuid)
+    return found
+
+
+def mark_enqueued(task_ids: Sequence[str]) -> None:
+    """Record that the broker took these events' messages."""
+    now = utcnow()
+    for chunk in chunks([uuidlib.UUID(t) for t in task_ids]):
+        update_in(EventRecord, {"enqueued": now, "updated": now}, "uuid", chunk)
+
+
+def get_event(key: uuidlib.UUID) -> StoredEvent | None:
+    """The live (not deleted) event with this task id, or None."""
+    record = EventRecord.get_or_none(EventRecord.uuid == key)
+    if record is None or record.deleted is not None:
+        return None
+    return StoredEvent.from_record(record)
+
+
+def live_events(keys: Sequence[uuidlib.UUID]) -> dict[uuidlib.UUID, StoredEvent]:
+    """The live events among ``keys``, by task id."""
+    query = EventRecord.select().where(EventRecord.uuid.in_(keys) & EventRecord.deleted.is_null())
+    return {r.uuid: StoredEvent.from_record(r) for r in query}
+
+
+def claim_events(
+    keys: Sequence[uuidlib.UUID], claimant: str | None, lease: float
+) -> tuple[list[StoredEvent], dict[uuidlib.UUID, StoredEvent]]:
+    """Take events into ``102 Processing`` for ``claimant`` (a broker message); one statement.
+
+    Returns the claimed events in ``keys`` order, and the other live events
+    among ``keys`` (final, or held by another message for less than ``lease``
+    seconds). The same claimant takes its own events back at once.
+    """
+    now = utcnow()
+    held_by_us = (
+        EventRecord.claimed_by.is_null() if claimant is None else EventRecord.claimed_by == claimant
+    )
+    takeable = (EventRecord.status == int(EventStatus.ACCEPTED)) | (
+        (EventRecord.status == int(EventStatus.PROCESSING))
+        & ((EventRecord.started < now - timedelta(seconds=lease)) | held_by_us)
+    )
+    claim = EventRecord.update(
+        status=int(EventStatus.PROCESSING),
+        started=now,
+        attempts=EventRecord.attempts + 1,
+        updated=now,
+        claimed_by=claimant,
+    ).where(EventRecord.uuid.in_(list(keys)) & EventRecord.deleted.is_null() & takeable)
+    if supports_returning(database_proxy):
+        rows = {r.uuid: StoredEvent.from_record(r) for r in claim.returning(EventRecord).execute()}
+        unclaimed = [k for k in keys if k not in rows]
+        others = live_events(unclaimed) if unclaimed else {}
+    else:  # MySQL: no RETURNING; read back what this claim marked
+        claim.execute()
+        everything = live_events(keys)
+        rows = {
+            k: r
+            for k, r in everything.items()
+            if r.status is EventStatus.PROCESSING and r.claimed_by == claimant
+        }
+        others = {k: r for k, r in everything.items() if k not in rows}
+    return [rows[k] for k in dict.fromkeys(keys) if k in rows], others
+
+
+def previous_runs(keys: Sequence[uuidlib.UUID]) -> dict[uuidlib.UUID, dict[str, RunStatus]]:
+    """Route statuses of earlier attempts, by event and route."""
+    found: dict[uuidlib.UUID, dict[str, RunStatus]] = {}
+    if keys:
+        query = RouteRun.select(RouteRun.event, RouteRun.route, RouteRun.status)
+        rows = cast(
+            Iterable[tuple[Any, str, int]], query.where(RouteRun.event.in_(list(keys))).tuples()
+        )
+        for event, route, status in rows:
+            found.setdefault(event, {})[route] = RunStatus(status)
+    return found
+
+
+def record_outcomes(
+    first_attempts: set[uuidlib.UUID],
+    runs: Sequence[RouteRunRow],
+    finished: dict[EventStatus, list[uuidlib.UUID]],
+    handed_back: Sequence[uuidlib.UUID],
+) -> None:
+    """Record route runs and final statuses, and release handed-back events, in one transaction.
+
+    Runs of events on their first attempt are inserted with one prepared
+    statement; runs of retried events take the place of the earlier ones.
+    """
+    now = utcnow()
+    first = [run._asdict() for run in runs if run.event in first_attempts]
+    again = [run._asdict() for run in runs if run.event not in first_attempts]
+    with write_transaction():
+        try:
+            with write_transaction():  # a savepoint: on PostgreSQL a conflict aborts the rest
+                insert_rows(RouteRun, first)
+        except peewee.IntegrityError:  # another delivery of an event recorded a run first
+            again = [run._asdict() for run in runs]
+        for chunk in chunks(again, 100):
+            _upsert_route_runs(chunk)
+        for status, keys in finished.items():
+            EventRecord.update(status=int(status), finished=now, updated=now).where(
+                EventRecord.uuid.in_(keys)
+            ).execute()
+        if handed_back:
+            EventRecord.update(
+                status=int(EventStatus.ACCEPTED),
+                attempts=EventRecord.attempts - 1,
+                enqueued=now,
+                updated=now,
+                claimed_by=None,
+            ).where(EventRecord.uuid.in_(list(handed_back))).execute()
+
+
+def _upsert_route_runs(rows: Sequence[dict[str, Any]]) -> None:
+    """Insert route runs; a run already recorded for (event, route) takes the new result.
+
+    On conflict the row keeps its id and creation time and counts one more attempt.
+    """
+    if not rows:
+        return
+    fields = [
+        "handler",
+        "status",
+        "exc_type",
+        "exc_message",
+        "exc_traceback",
+        "started",
+        "finished",
+        "updated",
+    ]
+    update: dict[Any, Any] = {getattr(RouteRun, f): getattr(peewee.EXCLUDED, f) for f in fields}
+    update[RouteRun.attempts] = RouteRun.attempts + 1
+    target = (
+        None
+        if isinstance(database_proxy.obj, peewee.MySQLDatabase)
+        else [RouteRun.event, RouteRun.route]
+    )
+    RouteRun.insert_many(rows).on_conflict(conflict_target=target, update=update).execute()
+
+
+def claim_stranded(requeue_after: float, processing_lease: float, limit: int = 500) -> list[str]:
+    """Claim events to send again (the events' side of the outbox sweep).
+
+    That is: events still ``202 Accepted`` ``requeue_after`` seconds after they
+    arrived with no message sent, or after their message was sent; and events
+    ``102 Processing`` for longer than ``processing_lease`` (their worker died).
+    """
+    now = utcnow()
+    accepted, processing = int(EventStatus.ACCEPTED), int(EventStatus.PROCESSING)
+    waited = now - timedelta(seconds=requeue_after)
+    stale = now - timedelta(seconds=processing_lease)
+    query = (
+        EventRecord.select(EventRecord.uuid, EventRecord.enqueued)
+        .where(
+            EventRecord.deleted.is_null()
+            & (
+                (
+                    (EventRecord.status == accepted)
+                    & EventRecord.enqueued.is_null()
+                    & (EventRecord.created < waited)
+                )
+                | ((EventRecord.status == accepted) & (EventRecord.enqueued < waited))
+                | (
+                    (EventRecord.status == processing)
+                    & (EventRecord.started < stale)
+                    & (EventRecord.enqueued < stale)
+                )
+            )
+        )
+        .order_by(EventRecord.created)
+        .limit(limit)
+    )
+    candidates = [(r.uuid, r.enqueued) for r in query]
+    return [str(k) for k in claim_unsent(EventRecord, "uuid", candidates, now)]
+
+
+def reset_for_retry(keys: Sequence[uuidlib.UUID]) -> None:
+    """Put events back to ``202 Accepted`` (no message sent) so they run again."""
+    with write_transaction():
+        EventRecord.update(
+            status=int(EventStatus.ACCEPTED), enqueued=None, finished=None, updated=utcnow()
+        ).where(EventRecord.uuid.in_(list(keys))).execute()
+
+
+def delete_events(keys: Sequence[uuidlib.UUID]) -> int:
+    """Delete events and their route runs, in chunks; return how many events went."""
+    deleted = 0
+    for chunk in chunks(keys):
+        with write_transaction():
+            RouteRun.delete().where(RouteRun.event.in_(chunk)).execute()
+            deleted += EventRecord.delete().where(EventRecord.uuid.in_(chunk)).execute()
+    return int(deleted)
+
+
+def purge(
+    older_than: datetime,
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Delete events created before ``older_than`` (and their route runs); return how many.
+
+    ``progress(done, total)`` is called after each chunk.
+    """
+    query = EventRecord.select(EventRecord.uuid).where(EventRecord.created < older_than)
+    if limit is not None:
+        query = query.order_by(EventRecord.created).limit(limit)
+    ids = [row.uuid for row in query]
+    deleted = done = 0
+    for chunk in chunks(ids):
+        deleted += delete_events(chunk)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(ids))
+    return deleted
+
+
+def recent(
+    limit: int = 100,
+    offset: int = 0,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[StoredEvent]:
+    """The most recent live events, newest first."""
+    query = EventRecord.select().where(EventRecord.deleted.is_null())
+    if since is not None:
+        query = query.where(EventRecord.created >= since)
+    if until is not None:
+        query = query.where(EventRecord.created < until)
+    ordered = query.order_by(EventRecord.created.desc(), EventRecord.uuid.desc())
+    return [StoredEvent.from_record(r) for r in ordered.limit(limit).offset(offset)]
+
+
+def route_runs(key: uuidlib.UUID) -> list[RouteRunRow]:
+    """Every route run of an event, in the order they were first recorded."""
+    query = RouteRun.select().where(RouteRun.event == key).order_by(RouteRun.id)
+    return [
+        RouteRunRow(
+            key,
+            r.route,
+            r.handler,
+            RunStatus(r.status),
+            r.exc_type,
+            r.exc_message,
+            r.exc_traceback,
+            r.attempts,
+            r.started,
+            r.finished,
+            r.updated,
+        )
+        for r in query
+    ]

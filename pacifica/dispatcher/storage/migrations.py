@@ -1,0 +1,104 @@
+"""Schema versions: ordered migrations, ``sync_schema`` and ``check_schema``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import peewee
+from playhouse.migrate import SchemaMigrator, migrate
+
+from pacifica.dispatcher.errors import SchemaMismatchError
+from pacifica.dispatcher.storage.schema import (
+    Delivery,
+    DeliveryAttempt,
+    EventRecord,
+    RouteRun,
+    SchemaInfo,
+    Subscription,
+    SubscriptionRevision,
+)
+
+Migration = Callable[[peewee.Database], None]
+MIGRATIONS: list[tuple[int, str, Migration]] = []
+
+
+def migration(version: int, description: str) -> Callable[[Migration], Migration]:
+    """Register a schema migration; versions must be added in increasing order."""
+
+    def register(func: Migration) -> Migration:
+        if MIGRATIONS and MIGRATIONS[-1][0] >= version:
+            raise RuntimeError(f"migration {version} registered out of order")
+        MIGRATIONS.append((version, description, func))
+        return func
+
+    return register
+
+
+@migration(1, "events and route runs")
+def _create_event_tables(database: peewee.Database) -> None:
+    database.create_tables([EventRecord, RouteRun])
+
+
+@migration(2, "subscriptions, deliveries and delivery attempts")
+def _create_subscription_tables(database: peewee.Database) -> None:
+    database.create_tables([Subscription, SubscriptionRevision, Delivery, DeliveryAttempt])
+    SubscriptionRevision.insert(id=1, revision=0).on_conflict_ignore().execute()
+
+
+@migration(3, "which message holds an event in processing")
+def _add_event_claimant(database: peewee.Database) -> None:
+    table = EventRecord._meta.table_name
+    if "claimed_by" not in {c.name for c in database.get_columns(table)}:
+        migrator = SchemaMigrator.from_database(database)
+        migrate(migrator.add_column(table, "claimed_by", EventRecord.claimed_by))
+
+
+def code_schema_version() -> int:
+    """The schema version this code expects."""
+    return MIGRATIONS[-1][0]
+
+
+def schema_version(database: peewee.Database) -> int:
+    """The schema version stored in the database, 0 for an empty database."""
+    if not database.table_exists(SchemaInfo._meta.table_name):
+        return 0
+    row = SchemaInfo.select().first()
+    return int(row.version) if row else 0
+
+
+def sync_schema(database: peewee.Database) -> list[str]:
+    """Apply every migration the database has not had; return their descriptions.
+
+    Raises:
+        SchemaMismatchError: the database is newer than this code.
+    """
+    current = schema_version(database)
+    if current > code_schema_version():
+        raise SchemaMismatchError(
+            f"database schema {current} is newer than this code's {code_schema_version()}; "
+            "upgrade pacifica-dispatcher"
+        )
+    applied = []
+    with database.atomic():
+        database.create_tables([SchemaInfo])
+        for version, description, func in MIGRATIONS:
+            if version > current:
+                func(database)
+                applied.append(f"{version}: {description}")
+        SchemaInfo.delete().execute()
+        SchemaInfo.create(version=code_schema_version())
+    return applied
+
+
+def check_schema(database: peewee.Database) -> None:
+    """Return quietly when the database schema is the code's.
+
+    Raises:
+        SchemaMismatchError: it is not; the message says what to run.
+    """
+    current, expected = schema_version(database), code_schema_version()
+    if current != expected:
+        raise SchemaMismatchError(
+            f"database schema is version {current}, this code needs {expected}: "
+            "run `pacifica-dispatcher db sync`"
+        )
