@@ -18,9 +18,8 @@ import os
 import posixpath
 import shutil
 import tarfile
-import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol, cast
 
@@ -28,8 +27,9 @@ import requests
 
 from pacifica.dispatcher.bundles import DATA_DIR, extract_data_tar
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.errors import DownloadError, HashMismatchError, TransferTimeoutError
+from pacifica.dispatcher.errors import DownloadError, HashMismatchError
 from pacifica.dispatcher.models import File
+from pacifica.dispatcher.transfer import RemoteService
 
 logger = logging.getLogger(__name__)
 
@@ -184,25 +184,15 @@ class LocalDownloaderRunner(DownloaderRunner):
             raise DownloadError(f"{relpath}: cannot copy from {self.basedir}: {exc}") from exc
 
 
-class RemoteDownloaderRunner(DownloaderRunner):
-    """Downloads files through a Pacifica cartd cart; files land in ``directory/data/<path>``."""
+class RemoteDownloaderRunner(RemoteService, DownloaderRunner):
+    """Downloads files through a Pacifica cartd cart; files land in ``directory/data/<path>``.
 
-    def __init__(
-        self,
-        cart_url: str,
-        *,
-        requests_options: Mapping[str, Any] | None = None,
-        request_timeout: float = 30.0,
-        poll_interval: float = 0.25,
-        max_poll_interval: float = 2.0,
-        default_timeout: float = 180.0,
-    ) -> None:
+    Keyword options (auth, timeouts, polling) are ``transfer.RemoteService``'s.
+    """
+
+    def __init__(self, cart_url: str, **options: Any) -> None:
+        super().__init__(**options)
         self.cart_url = cart_url.rstrip("/")
-        self.requests_options = dict(requests_options or {})
-        self.request_timeout = request_timeout
-        self.poll_interval = poll_interval
-        self.max_poll_interval = max_poll_interval
-        self.default_timeout = default_timeout
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RemoteDownloaderRunner:
@@ -254,11 +244,7 @@ class RemoteDownloaderRunner(DownloaderRunner):
     def _request(
         self, session: requests.Session, method: str, url: str, **kwargs: Any
     ) -> requests.Response:
-        options = {**self.requests_options, "timeout": self.request_timeout, **kwargs}
-        try:
-            return session.request(method, url, **options)
-        except requests.RequestException as exc:
-            raise DownloadError(f"cartd {method} {url} failed: {exc}") from exc
+        return self.request(session, method, url, DownloadError, **kwargs)
 
     def _create_cart(
         self, session: requests.Session, cart: str, files: Sequence[File], relpaths: list[str]
@@ -283,24 +269,19 @@ class RemoteDownloaderRunner(DownloaderRunner):
                 )
 
     def _wait_until_ready(self, session: requests.Session, cart: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        interval = self.poll_interval
-        while True:
+        last: list[str] = [""]
+
+        def ready() -> bool | None:
             with self._request(session, "HEAD", cart) as response:
                 status = response.headers.get("X-Pacifica-Status", "")
                 message = response.headers.get("X-Pacifica-Message", "")
                 code = response.status_code
-            if code == 204 and status == "ready":
-                return
             if status == "error" or code >= 400:
                 raise DownloadError(f"cart {cart} failed: HTTP {code} {status} {message}".strip())
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TransferTimeoutError(
-                    f"cart {cart} not ready after {timeout:g} s (last status: {status or code})"
-                )
-            time.sleep(min(interval, remaining))
-            interval = min(interval * 2, self.max_poll_interval)
+            last[0] = status or str(code)
+            return True if code == 204 and status == "ready" else None
+
+        self.poll(ready, timeout, lambda: f"cart {cart} not ready (last status: {last[0]})")
 
     def _fetch(self, session: requests.Session, cart: str, directory: str) -> None:
         response = self._request(

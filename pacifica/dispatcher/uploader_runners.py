@@ -13,7 +13,6 @@ from __future__ import annotations
 import abc
 import os
 import tempfile
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +22,9 @@ import requests
 
 from pacifica.dispatcher.bundles import write_bundle
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.errors import TransferTimeoutError, UploadError
+from pacifica.dispatcher.errors import UploadError
 from pacifica.dispatcher.models import Transaction, TransactionKeyValue
+from pacifica.dispatcher.transfer import RemoteService
 
 COMPLETE_TASK = "ingest metadata"
 _STATE_KEYS = ("state", "task", "task_percent")
@@ -98,8 +98,11 @@ class LocalUploaderRunner(UploaderRunner):
         return UploadResult(metadata=metadata, bundle_path=path)
 
 
-class RemoteUploaderRunner(UploaderRunner):
-    """Uploads bundles to Pacifica ingest and waits for the job to finish."""
+class RemoteUploaderRunner(RemoteService, UploaderRunner):
+    """Uploads bundles to Pacifica ingest and waits for the job to finish.
+
+    Keyword options (auth, timeouts, polling) are ``transfer.RemoteService``'s.
+    """
 
     def __init__(
         self,
@@ -107,21 +110,13 @@ class RemoteUploaderRunner(UploaderRunner):
         *,
         upload_path: str = "/upload",
         status_path: str = "/get_state",
-        requests_options: Mapping[str, Any] | None = None,
-        request_timeout: float = 30.0,
-        poll_interval: float = 0.25,
-        max_poll_interval: float = 2.0,
-        default_timeout: float = 180.0,
         temp_dir: str | None = None,
+        **options: Any,
     ) -> None:
+        super().__init__(**options)
         base = ingest_url.rstrip("/")
         self.upload_url = f"{base}/{upload_path.lstrip('/')}"
         self.status_url = f"{base}/{status_path.lstrip('/')}"
-        self.requests_options = dict(requests_options or {})
-        self.request_timeout = request_timeout
-        self.poll_interval = poll_interval
-        self.max_poll_interval = max_poll_interval
-        self.default_timeout = default_timeout
         self.temp_dir = temp_dir
 
     @classmethod
@@ -186,16 +181,8 @@ class RemoteUploaderRunner(UploaderRunner):
     def _request(
         self, session: requests.Session, method: str, url: str, **kwargs: Any
     ) -> dict[str, Any]:
-        options = {**self.requests_options, "timeout": self.request_timeout, **kwargs}
-        options["headers"] = {
-            **self.requests_options.get("headers", {}),
-            **kwargs.get("headers", {}),
-        }
-        try:
-            with session.request(method, url, **options) as response:
-                return _json_object(response, f"{method} {url}")
-        except requests.RequestException as exc:
-            raise UploadError(f"ingest {method} {url} failed: {exc}") from exc
+        with self.request(session, method, url, UploadError, **kwargs) as response:
+            return _json_object(response, f"{method} {url}")
 
     def _post_bundle(self, session: requests.Session, handle: IO[bytes], size: int) -> int:
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
@@ -208,19 +195,15 @@ class RemoteUploaderRunner(UploaderRunner):
     def _wait_until_complete(
         self, session: requests.Session, job_id: int, timeout: float
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        interval = self.poll_interval
-        while True:
-            state = self._request(session, "GET", self.status_url, params={"job_id": job_id})
-            if is_complete(state, job_id):
-                return state
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TransferTimeoutError(
-                    f"ingest job {job_id} not complete after {timeout:g} s; last state: {state}"
-                )
-            time.sleep(min(interval, remaining))
-            interval = min(interval * 2, self.max_poll_interval)
+        last: list[dict[str, Any]] = [{}]
+
+        def complete() -> dict[str, Any] | None:
+            last[0] = self._request(session, "GET", self.status_url, params={"job_id": job_id})
+            return last[0] if is_complete(last[0], job_id) else None
+
+        return self.poll(
+            complete, timeout, lambda: f"ingest job {job_id} not complete; last state: {last[0]}"
+        )
 
 
 def is_complete(state: Mapping[str, Any], job_id: int | None = None) -> bool:
