@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import abc
-
-from cloudevents.core.v1.event import CloudEvent
+from typing import TYPE_CHECKING
 
 from pacifica.dispatcher.events import ReceivedEvent
+
+if TYPE_CHECKING:
+    from cloudevents.core.v1.event import CloudEvent  # the type handlers receive
 
 
 class EventHandler(abc.ABC):

@@ -7,13 +7,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from cloudevents.core.v1.event import CloudEvent
+from typing import TYPE_CHECKING, Any
 
 from pacifica.dispatcher.event_handlers import EventHandler
 from pacifica.dispatcher.events import ReceivedEvent, parse_document
 from pacifica.dispatcher.router import RouteOutcome, Router
+
+if TYPE_CHECKING:
+    from cloudevents.core.v1.event import CloudEvent  # the type handlers receive
 
 
 def event_from_dict(document: Mapping[str, Any]) -> ReceivedEvent:

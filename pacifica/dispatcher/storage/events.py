@@ -22,6 +22,7 @@ from pacifica.dispatcher.storage.statements import (
     insert_rows,
     select_in,
     update_in,
+    value_of,
 )
 from pacifica.dispatcher.storage.values import EventStatus, RunStatus, utcnow
 
@@ -65,25 +66,7 @@ class StoredEvent:
     @classmethod
     def from_record(cls, record: EventRecord) -> StoredEvent:
         """The value of a peewee row."""
-        return cls(
-            uuid=record.uuid,
-            event_id=record.event_id,
-            source=record.source,
-            event_type=record.event_type,
-            spec_version=record.spec_version,
-            event_time=record.event_time,
-            content_type=record.content_type,
-            document=record.document,
-            status=EventStatus(record.status),
-            attempts=record.attempts,
-            enqueued=record.enqueued,
-            started=record.started,
-            finished=record.finished,
-            created=record.created,
-            updated=record.updated,
-            deleted=record.deleted,
-            claimed_by=record.claimed_by,
-        )
+        return value_of(cls, record, status=EventStatus(record.status))
 
     @property
     def event_status(self) -> EventStatus:

@@ -8,6 +8,7 @@ peewee would.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar, cast
@@ -131,3 +132,9 @@ def claim_unsent(
         if query.execute() == 1:
             claimed.append(value)
     return claimed
+
+
+def value_of(cls: type[T], record: peewee.Model, **converted: Any) -> T:
+    """A typed row (a dataclass) from a peewee model instance: fields read by name, some converted."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return cls(**{n: converted[n] if n in converted else getattr(record, n) for n in names})

@@ -14,7 +14,7 @@ from typing import Any
 
 from pacifica.dispatcher.storage.database import write_transaction
 from pacifica.dispatcher.storage.schema import Subscription, SubscriptionRevision
-from pacifica.dispatcher.storage.statements import select_in
+from pacifica.dispatcher.storage.statements import select_in, value_of
 from pacifica.dispatcher.storage.values import utcnow
 
 
@@ -41,23 +41,7 @@ class SubscriptionRow:
     @classmethod
     def from_record(cls, record: Subscription) -> SubscriptionRow:
         """The value of a peewee row."""
-        return cls(
-            uuid=record.uuid,
-            name=record.name,
-            jsonpath=record.jsonpath,
-            user=record.user,
-            target_url=record.target_url,
-            version=record.version,
-            extensions=record.extensions or {},
-            auth=record.auth or {},
-            secret=record.secret,
-            disabled=record.disabled,
-            error=record.error,
-            failures=record.failures,
-            created=record.created,
-            updated=record.updated,
-            deleted=record.deleted,
-        )
+        return value_of(cls, record, extensions=record.extensions or {}, auth=record.auth or {})
 
 
 def get_subscription(user: str, key: uuidlib.UUID) -> SubscriptionRow | None:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Any
-
-from cloudevents.core.v1.event import CloudEvent
+from typing import TYPE_CHECKING, Any
 
 from pacifica.dispatcher.errors import InvalidRouteError, NotFoundError
 from pacifica.dispatcher.event_handlers import EventHandler
@@ -23,6 +21,9 @@ from pacifica.dispatcher.events import ReceivedEvent
 from pacifica.dispatcher.router import Route, Router, RunContext, compile_path
 from pacifica.dispatcher.storage import deliveries
 from pacifica.dispatcher.subscriptions.matching import Matcher
+
+if TYPE_CHECKING:
+    from cloudevents.core.v1.event import CloudEvent  # the type handlers receive
 
 
 class SubscriptionHandler(EventHandler):
