@@ -45,6 +45,8 @@ setup(
             "pytest-timeout>=2.3",
             "gunicorn>=21",
             "ruff>=0.5",
+            "types-psycopg2",
+            "types-PyYAML",
             "types-requests",
         ],
     },

@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
+import peewee
 import pytest
 
 TEST_FILES = Path(__file__).parent / "test_files"
+
+#: The ``load_json`` fixture: reads a JSON file from ``tests/test_files``.
+LoadJson = Callable[[str], Any]
 
 
 def service_required(reason: str) -> None:
@@ -25,7 +29,7 @@ def service_required(reason: str) -> None:
 
 
 @pytest.fixture
-def load_json():
+def load_json() -> LoadJson:
     def load(name: str) -> Any:
         return json.loads((TEST_FILES / name).read_text(encoding="utf-8"))
 
@@ -33,7 +37,7 @@ def load_json():
 
 
 @pytest.fixture
-def sqlite_db(tmp_path: Path) -> Iterator[Any]:
+def sqlite_db(tmp_path: Path) -> Iterator[peewee.Database]:
     """A fresh, synced SQLite database bound to the models."""
     from pacifica.dispatcher.storage import open_database, sync_schema
 

@@ -39,14 +39,16 @@ def wait_for(
 ) -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while time.monotonic() < deadline:
         try:
-            last = predicate()
+            value = predicate()
         except Exception as exc:  # a server still starting refuses connections
             last = exc
-        if last and not isinstance(last, Exception):
-            return last
+        else:
+            last = value
+            if value and not isinstance(value, Exception):
+                return value
         time.sleep(interval)  # the polling interval, not a synchronisation guess
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
@@ -324,8 +326,19 @@ def embedded(deployments: Callable[..., Deployment]) -> Deployment:
     return deployment
 
 
+@dataclass
+class RedisServer:
+    """The ``redis_server`` fixture: call it to start (or restart) redis-server on ``port``."""
+
+    port: int
+    start: Callable[[], ManagedProcess]
+
+    def __call__(self) -> ManagedProcess:
+        return self.start()
+
+
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[Callable[[], ManagedProcess]]:
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """Start a private redis-server (the test may stop and restart it) on a fixed free port."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -352,7 +365,6 @@ def redis_server(tmp_path: Path) -> Iterator[Callable[[], ManagedProcess]]:
         wait_for(lambda: _reachable(f"redis://127.0.0.1:{port}"), 10, what="redis")
         return proc
 
-    start.port = port  # type: ignore[attr-defined]
-    yield start
+    yield RedisServer(port, start)
     for proc in started:
         proc.kill()

@@ -6,12 +6,14 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.integration.conftest import Deployment, event, wait_for
+from tests.conftest import LoadJson
+from tests.integration.conftest import Deployment, RedisServer, event, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +41,9 @@ def test_embedded_default_routes_events_with_one_command(embedded: Deployment) -
     assert (Path(embedded.env["DISPATCHER_DATA_DIR"]) / "dispatcher.sqlite3").exists()
 
 
-def test_rabbitmq_broker_routes_events(deployments, postgres_url: str, amqp_url: str) -> None:
+def test_rabbitmq_broker_routes_events(
+    deployments: Callable[..., Deployment], postgres_url: str, amqp_url: str
+) -> None:
     deployment = deployments(DATABASE_URL=postgres_url, BROKER_URL=amqp_url)
     assert deployment.cli("db", "sync").returncode == 0
     deployment.start_server()
@@ -48,7 +52,9 @@ def test_rabbitmq_broker_routes_events(deployments, postgres_url: str, amqp_url:
     deployment.wait_status(task_id, "200 OK")
 
 
-def test_real_pacifica_event_is_accepted_and_unrouted_without_routes(production, load_json):
+def test_real_pacifica_event_is_accepted_and_unrouted_without_routes(
+    production: Deployment, load_json: LoadJson
+) -> None:
     response = production.post(load_json("metadata_ingest_event.json"))
     assert response.status_code == 202
     production.wait_status(response.json(), "422 Unprocessable Entity")
@@ -113,12 +119,16 @@ def test_binary_mode_event_is_routed(production: Deployment) -> None:
     production.wait_status(response.json(), "200 OK")
 
 
-def test_killed_pool_process_is_redelivered_and_finishes(production: Deployment, tmp_path: Path):
+def test_killed_pool_process_is_redelivered_and_finishes(
+    production: Deployment, tmp_path: Path
+) -> None:
     task_id = production.post(event("slow", dir=str(tmp_path))).json()
     started = tmp_path / "started"
-    pid = int(
-        wait_for(lambda: started.exists() and started.read_text().split(), 60, what="start")[0]
-    )
+
+    def started_pids() -> list[str]:
+        return started.read_text().split() if started.exists() else []
+
+    pid = int(wait_for(started_pids, 60, what="start")[0])
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: len(started.read_text().split()) == 2, 60, what="the redelivery")
     (tmp_path / "release").touch()
@@ -151,7 +161,7 @@ def test_a_second_copy_of_a_running_events_message_does_not_run_it_again(
 
 
 def test_crashed_worker_leaves_the_event_to_the_next_worker(
-    deployments, postgres_url: str, redis_url: str, tmp_path: Path
+    deployments: Callable[..., Deployment], postgres_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     deployment = deployments(DATABASE_URL=postgres_url, BROKER_URL=redis_url, PROCESSING_LEASE="3")
     assert deployment.cli("db", "sync").returncode == 0
@@ -174,7 +184,7 @@ def production_attempts(deployment: Deployment, task_id: str) -> int:
 
 
 def test_events_arriving_while_the_broker_is_down_are_processed_when_it_returns(
-    deployments, postgres_url: str, redis_server
+    deployments: Callable[..., Deployment], postgres_url: str, redis_server: RedisServer
 ) -> None:
     broker = redis_server()
     deployment = deployments(
@@ -194,7 +204,7 @@ def test_events_arriving_while_the_broker_is_down_are_processed_when_it_returns(
 
 
 def test_embedded_default_survives_a_crash_without_losing_accepted_events(
-    deployments, tmp_path: Path
+    deployments: Callable[..., Deployment], tmp_path: Path
 ) -> None:
     deployment = deployments(PROCESSING_LEASE="3")
     server = deployment.start_server()
@@ -221,7 +231,9 @@ def test_cli_events_get_retry_and_purge(production: Deployment) -> None:
     assert requests.get(f"{production.url}/status/{task_id}", timeout=10).status_code == 404
 
 
-def test_db_check_tells_whether_the_schema_matches(deployments, postgres_url: str) -> None:
+def test_db_check_tells_whether_the_schema_matches(
+    deployments: Callable[..., Deployment], postgres_url: str
+) -> None:
     deployment = deployments(DATABASE_URL=postgres_url)
     assert deployment.cli("db", "check").returncode == 1
     refused = deployment.cli("serve", "--port", str(deployment.port))
@@ -245,7 +257,7 @@ def test_db_check_tells_whether_the_schema_matches(deployments, postgres_url: st
     ],
 )
 def test_bad_input_over_real_http_gets_json_errors(
-    embedded: Deployment, method, path, body, content_type, status
+    embedded: Deployment, method: str, path: str, body: bytes, content_type: str | None, status: int
 ) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     response = requests.request(method, embedded.url + path, data=body, headers=headers, timeout=30)
@@ -256,7 +268,7 @@ def test_bad_input_over_real_http_gets_json_errors(
 
 
 def test_wsgi_entry_serves_the_receiver_under_gunicorn(
-    deployments, postgres_url: str, redis_url: str
+    deployments: Callable[..., Deployment], postgres_url: str, redis_url: str
 ) -> None:
     deployment = deployments(DATABASE_URL=postgres_url, BROKER_URL=redis_url)
     assert deployment.cli("db", "sync").returncode == 0

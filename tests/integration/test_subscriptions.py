@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.conftest import LoadJson
 from tests.integration.conftest import Deployment, wait_for
 
 pytestmark = pytest.mark.integration
@@ -116,7 +117,9 @@ def policy() -> Iterator[HTTPRecorder]:
 
 
 @pytest.fixture
-def service(deployments, postgres_url: str, redis_url: str, policy: HTTPRecorder) -> Deployment:
+def service(
+    deployments: Callable[..., Deployment], postgres_url: str, redis_url: str, policy: HTTPRecorder
+) -> Deployment:
     deployment = deployments(
         DATABASE_URL=postgres_url,
         BROKER_URL=redis_url,
@@ -133,13 +136,15 @@ def service(deployments, postgres_url: str, redis_url: str, policy: HTTPRecorder
     return deployment
 
 
-def subscribe(service: Deployment, body: dict[str, Any], headers=ALICE) -> dict[str, Any]:
+def subscribe(
+    service: Deployment, body: dict[str, Any], headers: dict[str, str] = ALICE
+) -> dict[str, Any]:
     response = requests.post(f"{service.url}/eventmatch", json=body, headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
 
-def pacifica_event(event_id: str, load_json, **changes: Any) -> dict[str, Any]:
+def pacifica_event(event_id: str, load_json: LoadJson, **changes: Any) -> dict[str, Any]:
     return {**load_json("notifications_events.json"), "eventID": event_id, **changes}
 
 
@@ -229,7 +234,7 @@ def test_access_rules_and_bad_bodies_over_http(service: Deployment) -> None:
 
 
 def test_event_reaches_two_matching_subscriptions_with_their_auth_and_not_a_third(
-    service: Deployment, target: HTTPRecorder, load_json
+    service: Deployment, target: HTTPRecorder, load_json: LoadJson
 ) -> None:
     subscribe(
         service,
@@ -272,7 +277,7 @@ def test_event_reaches_two_matching_subscriptions_with_their_auth_and_not_a_thir
 
 
 def test_signed_delivery_verifies_at_the_target(
-    service: Deployment, target: HTTPRecorder, load_json
+    service: Deployment, target: HTTPRecorder, load_json: LoadJson
 ) -> None:
     created = subscribe(
         service,
@@ -294,7 +299,7 @@ def test_signed_delivery_verifies_at_the_target(
 
 
 def test_target_failing_three_times_is_delivered_once_after_four_attempts(
-    service: Deployment, target: HTTPRecorder, load_json
+    service: Deployment, target: HTTPRecorder, load_json: LoadJson
 ) -> None:
     target.behaviour["/flaky"] = Behaviour(fail=3)
     subscribe(service, {"name": "f", "jsonpath": "$", "target_url": f"{target.url}/flaky"})
@@ -310,7 +315,7 @@ def test_target_failing_three_times_is_delivered_once_after_four_attempts(
 
 
 def test_target_down_past_the_budget_is_dead_lettered_then_disabled(
-    service: Deployment, target: HTTPRecorder, load_json
+    service: Deployment, target: HTTPRecorder, load_json: LoadJson
 ) -> None:
     target.behaviour["/down"] = Behaviour(status=503)
     created = subscribe(service, {"name": "d", "jsonpath": "$", "target_url": f"{target.url}/down"})
@@ -355,7 +360,7 @@ def test_target_down_past_the_budget_is_dead_lettered_then_disabled(
 
 
 def test_policy_4xx_is_not_delivered_and_5xx_is_retried(
-    service: Deployment, target: HTTPRecorder, policy: HTTPRecorder, load_json
+    service: Deployment, target: HTTPRecorder, policy: HTTPRecorder, load_json: LoadJson
 ) -> None:
     policy.behaviour["/events/dmlb2001"] = Behaviour(status=403)
     policy.behaviour["/events/bob"] = Behaviour(fail=2)
@@ -373,7 +378,7 @@ def test_policy_4xx_is_not_delivered_and_5xx_is_retried(
 
 
 def test_subscription_changes_are_picked_up_by_the_running_worker(
-    service: Deployment, target: HTTPRecorder, load_json
+    service: Deployment, target: HTTPRecorder, load_json: LoadJson
 ) -> None:
     created = subscribe(
         service,
@@ -397,7 +402,7 @@ def test_subscription_changes_are_picked_up_by_the_running_worker(
 
 
 def test_upstream_notifications_test_event_and_subscription(
-    service: Deployment, target: HTTPRecorder, load_json
+    service: Deployment, target: HTTPRecorder, load_json: LoadJson
 ) -> None:
     subscribe(
         service,
@@ -418,7 +423,10 @@ def test_upstream_notifications_test_event_and_subscription(
 
 
 def test_pacifica_notifications_server_delivers_with_an_upstream_config_ini(
-    deployments, target: HTTPRecorder, load_json, tmp_path
+    deployments: Callable[..., Deployment],
+    target: HTTPRecorder,
+    load_json: LoadJson,
+    tmp_path: Path,
 ) -> None:
     """The drop-in ``pacifica-notifications`` on its embedded broker, configured the upstream way.
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
+import peewee
 import pytest
+from cloudevents.core.v1.event import CloudEvent
 
 from pacifica.dispatcher.errors import NotFoundError, SchemaMismatchError
 from pacifica.dispatcher.event_handlers import ExceptionEventHandler
+from pacifica.dispatcher.events import ReceivedEvent
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.service import dispatch, views
 from pacifica.dispatcher.storage import (
@@ -22,26 +26,30 @@ from pacifica.dispatcher.storage import (
 )
 from pacifica.dispatcher.storage.schema import EventRecord, RouteRun
 from pacifica.dispatcher.testing import RecordingEventHandler, event_from_dict
+from tests.conftest import LoadJson
 
 INGEST = '$[?(@["eventType"] = "org.pacifica.metadata.ingest")]'
 
 
 @pytest.fixture
-def ingest_event(load_json):
+def ingest_event(load_json: LoadJson) -> ReceivedEvent:
     return event_from_dict(load_json("metadata_ingest_event.json"))
 
 
 @pytest.fixture(params=["update-returning", "update-then-select"])
-def claim_statement(request, monkeypatch):
+def claim_statement(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Process with ``UPDATE … RETURNING``, and as on MySQL, which has no RETURNING."""
     if request.param == "update-then-select":
         monkeypatch.setattr(
             "pacifica.dispatcher.storage.events.supports_returning", lambda database: False
         )
-    return request.param
+    param: str = request.param
+    return param
 
 
-def test_accepted_event_is_stored_with_its_attributes(sqlite_db, ingest_event):
+def test_accepted_event_is_stored_with_its_attributes(
+    sqlite_db: peewee.Database, ingest_event: ReceivedEvent
+) -> None:
     [accepted] = dispatch.accept([ingest_event])
     record = dispatch.get_event(accepted.uuid)
     assert accepted.created
@@ -49,10 +57,13 @@ def test_accepted_event_is_stored_with_its_attributes(sqlite_db, ingest_event):
     assert record.event_id == "metadata.ingest.1"
     assert record.spec_version == "0.1"
     assert record.document == ingest_event.document
+    assert record.event_time is not None
     assert record.event_time.tzinfo is not None
 
 
-def test_duplicate_event_returns_the_original_record(sqlite_db, ingest_event):
+def test_duplicate_event_returns_the_original_record(
+    sqlite_db: peewee.Database, ingest_event: ReceivedEvent
+) -> None:
     [first] = dispatch.accept([ingest_event])
     [second] = dispatch.accept([ingest_event])
     assert second.uuid == first.uuid
@@ -60,7 +71,9 @@ def test_duplicate_event_returns_the_original_record(sqlite_db, ingest_event):
     assert EventRecord.select().count() == 1
 
 
-def test_process_runs_every_route_and_records_each(sqlite_db, ingest_event, claim_statement):
+def test_process_runs_every_route_and_records_each(
+    sqlite_db: peewee.Database, ingest_event: ReceivedEvent, claim_statement: str
+) -> None:
     ok = RecordingEventHandler()
     router = Router()
     router.add_route(INGEST, ExceptionEventHandler(), name="boom")
@@ -79,8 +92,8 @@ def test_process_runs_every_route_and_records_each(sqlite_db, ingest_event, clai
 
 
 def test_process_counts_attempts_and_refuses_unknown_or_deleted_events(
-    sqlite_db, ingest_event, claim_statement
-):
+    sqlite_db: peewee.Database, ingest_event: ReceivedEvent, claim_statement: str
+) -> None:
     router = Router()
     router.add_route(INGEST, RecordingEventHandler())
     [accepted] = dispatch.accept([ingest_event])
@@ -96,8 +109,8 @@ def test_process_counts_attempts_and_refuses_unknown_or_deleted_events(
 
 
 def test_process_many_takes_new_events_and_reports_final_and_unknown_ones(
-    sqlite_db, load_json, claim_statement
-):
+    sqlite_db: peewee.Database, load_json: LoadJson, claim_statement: str
+) -> None:
     handler = RecordingEventHandler()
     router = Router()
     router.add_route("$", handler, name="all")
@@ -116,13 +129,13 @@ def test_process_many_takes_new_events_and_reports_final_and_unknown_ones(
 
 
 def test_a_run_recorded_meanwhile_by_another_delivery_is_updated_not_duplicated(
-    sqlite_db, ingest_event, claim_statement
-):
+    sqlite_db: peewee.Database, ingest_event: ReceivedEvent, claim_statement: str
+) -> None:
     """Two workers on one event: the second to record its run updates the first's."""
     [accepted] = dispatch.accept([ingest_event])
 
     class RecordedMeanwhile(RecordingEventHandler):
-        def handle(self, event):
+        def handle(self, event: CloudEvent) -> None:
             RouteRun.insert(
                 event=accepted.uuid, route="ingest", handler="other worker", status=200, attempts=1
             ).execute()
@@ -137,8 +150,8 @@ def test_a_run_recorded_meanwhile_by_another_delivery_is_updated_not_duplicated(
 
 
 def test_an_event_held_by_another_message_is_skipped_until_its_lease_ends(
-    sqlite_db, ingest_event, claim_statement
-):
+    sqlite_db: peewee.Database, ingest_event: ReceivedEvent, claim_statement: str
+) -> None:
     handler = RecordingEventHandler()
     router = Router()
     router.add_route(INGEST, handler, name="ingest")
@@ -152,7 +165,9 @@ def test_an_event_held_by_another_message_is_skipped_until_its_lease_ends(
     assert len(handler.events) == 1
 
 
-def test_an_event_held_past_its_lease_is_taken_over(sqlite_db, ingest_event, claim_statement):
+def test_an_event_held_past_its_lease_is_taken_over(
+    sqlite_db: peewee.Database, ingest_event: ReceivedEvent, claim_statement: str
+) -> None:
     handler = RecordingEventHandler()
     router = Router()
     router.add_route(INGEST, handler, name="ingest")
@@ -164,7 +179,7 @@ def test_an_event_held_past_its_lease_is_taken_over(sqlite_db, ingest_event, cla
     assert dispatch.get_event(accepted.uuid).claimed_by == "sweeper-copy"
 
 
-def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path):
+def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path: Path) -> None:
     database = open_database(f"sqlite:///{tmp_path / 'old.sqlite3'}")
     sync_schema(database)
     database.execute_sql('ALTER TABLE "dispatcher_event" DROP COLUMN "claimed_by"')
@@ -176,7 +191,7 @@ def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path):
     assert "claimed_by" in {c.name for c in database.get_columns("dispatcher_event")}
 
 
-def test_unrouted_event_is_422(sqlite_db, ingest_event):
+def test_unrouted_event_is_422(sqlite_db: peewee.Database, ingest_event: ReceivedEvent) -> None:
     [accepted] = dispatch.accept([ingest_event])
     assert dispatch.process(accepted.uuid, Router()) is EventStatus.UNROUTED
     described = views.describe(dispatch.get_event(accepted.uuid))
@@ -184,7 +199,9 @@ def test_unrouted_event_is_422(sqlite_db, ingest_event):
     assert described["exceptionType"] == "RouteNotFoundRouterError"
 
 
-def test_final_event_is_not_processed_again(sqlite_db, ingest_event, claim_statement):
+def test_final_event_is_not_processed_again(
+    sqlite_db: peewee.Database, ingest_event: ReceivedEvent, claim_statement: str
+) -> None:
     handler = RecordingEventHandler()
     router = Router()
     router.add_route(INGEST, handler)
@@ -195,8 +212,8 @@ def test_final_event_is_not_processed_again(sqlite_db, ingest_event, claim_state
 
 
 def test_retry_reruns_failed_routes_but_not_succeeded_ones(
-    sqlite_db, ingest_event, claim_statement
-):
+    sqlite_db: peewee.Database, ingest_event: ReceivedEvent, claim_statement: str
+) -> None:
     flaky = RecordingEventHandler(error=RuntimeError("disk full"))
     steady = RecordingEventHandler()
     router = Router()
@@ -211,7 +228,9 @@ def test_retry_reruns_failed_routes_but_not_succeeded_ones(
     assert RouteRun.get(RouteRun.route == "flaky").attempts == 2
 
 
-def test_unsent_and_lost_events_are_stranded_once(sqlite_db, load_json):
+def test_unsent_and_lost_events_are_stranded_once(
+    sqlite_db: peewee.Database, load_json: LoadJson
+) -> None:
     unsent, lost, fresh, sent = (
         event_from_dict({**load_json("sop_example_event.json"), "eventID": name})
         for name in ("unsent", "lost", "fresh", "sent")
@@ -225,27 +244,33 @@ def test_unsent_and_lost_events_are_stranded_once(sqlite_db, load_json):
     assert events.claim_stranded(60, 3600) == []
 
 
-def test_batch_with_a_repeated_event_stores_it_once(sqlite_db, ingest_event):
+def test_batch_with_a_repeated_event_stores_it_once(
+    sqlite_db: peewee.Database, ingest_event: ReceivedEvent
+) -> None:
     first, second = dispatch.accept([ingest_event, ingest_event])
     assert first.created
     assert (second.uuid, second.created) == (first.uuid, False)
     assert EventRecord.select().count() == 1
 
 
-def test_event_processing_past_its_lease_is_stranded(sqlite_db, ingest_event):
+def test_event_processing_past_its_lease_is_stranded(
+    sqlite_db: peewee.Database, ingest_event: ReceivedEvent
+) -> None:
     [accepted] = dispatch.accept([ingest_event])
     long_ago = utcnow() - timedelta(hours=2)
     EventRecord.update(status=102, started=long_ago, enqueued=long_ago).execute()
     assert events.claim_stranded(60, 3600) == [accepted.uuid]
 
 
-def test_purge_removes_old_events_and_their_runs(sqlite_db, ingest_event):
+def test_purge_removes_old_events_and_their_runs(
+    sqlite_db: peewee.Database, ingest_event: ReceivedEvent
+) -> None:
     router = Router()
     router.add_route(INGEST, RecordingEventHandler())
     [accepted] = dispatch.accept([ingest_event])
     dispatch.process(accepted.uuid, router)
     assert events.purge(utcnow() - timedelta(days=1)) == 0
-    seen = []
+    seen: list[tuple[int, ...]] = []
     assert events.purge(utcnow() + timedelta(seconds=1), progress=lambda *p: seen.append(p)) == 1
     assert seen == [(1, 1)]
     assert RouteRun.select().count() == 0
@@ -253,14 +278,14 @@ def test_purge_removes_old_events_and_their_runs(sqlite_db, ingest_event):
         dispatch.get_event(accepted.uuid)
 
 
-def test_unknown_and_malformed_task_ids(sqlite_db):
+def test_unknown_and_malformed_task_ids(sqlite_db: peewee.Database) -> None:
     with pytest.raises(NotFoundError):
         dispatch.get_event("00000000-0000-0000-0000-000000000000")
     with pytest.raises(ValueError, match="badly formed"):
         dispatch.get_event("abc")
 
 
-def test_schema_check_and_sync(tmp_path):
+def test_schema_check_and_sync(tmp_path: Path) -> None:
     database = open_database(f"sqlite:///{tmp_path / 'fresh.sqlite3'}")
     assert schema_version(database) == 0
     with pytest.raises(SchemaMismatchError, match="db sync"):
@@ -271,7 +296,9 @@ def test_schema_check_and_sync(tmp_path):
     assert sync_schema(database) == []
 
 
-def test_recent_lists_newest_first_and_pages(sqlite_db, load_json):
+def test_recent_lists_newest_first_and_pages(
+    sqlite_db: peewee.Database, load_json: LoadJson
+) -> None:
     received = [
         event_from_dict({**load_json("sop_example_event.json"), "eventID": f"e{i}"})
         for i in range(5)

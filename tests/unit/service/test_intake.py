@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
+import peewee
+import pytest
+
+from pacifica.dispatcher.events import ReceivedEvent
 from pacifica.dispatcher.service import dispatch
+from pacifica.dispatcher.service.dispatch import Acceptance
 from pacifica.dispatcher.service.intake import Intake
 from pacifica.dispatcher.storage import events as stored_events
 from pacifica.dispatcher.storage.schema import EventRecord
@@ -13,15 +19,22 @@ from pacifica.dispatcher.testing import event_from_dict
 from tests.conftest import outbox_of
 
 
-def events(*ids: str):
+def events(*ids: str) -> list[ReceivedEvent]:
     return [
         event_from_dict({"specversion": "1.0", "id": i, "type": "t", "source": "s"}) for i in ids
     ]
 
 
-def test_concurrent_requests_are_stored_sent_and_recorded_as_sent(sqlite_db):
+def test_concurrent_requests_are_stored_sent_and_recorded_as_sent(
+    sqlite_db: peewee.Database,
+) -> None:
     sent: list[str] = []
-    intake = Intake(outbox_of(lambda ids: sent.extend(ids) or ids))
+
+    def publish(ids: list[str]) -> list[str]:
+        sent.extend(ids)
+        return ids
+
+    intake = Intake(outbox_of(publish))
     results: list[str] = []
 
     def request(number: int) -> None:
@@ -38,7 +51,9 @@ def test_concurrent_requests_are_stored_sent_and_recorded_as_sent(sqlite_db):
     assert all(dispatch.get_event(uuid).enqueued is not None for uuid in results)
 
 
-def test_a_broker_refusing_messages_leaves_them_unmarked_for_the_sweeper(sqlite_db):
+def test_a_broker_refusing_messages_leaves_them_unmarked_for_the_sweeper(
+    sqlite_db: peewee.Database,
+) -> None:
     def broker_down(ids: list[str]) -> list[str]:
         raise ConnectionError("broker down")
 
@@ -49,12 +64,14 @@ def test_a_broker_refusing_messages_leaves_them_unmarked_for_the_sweeper(sqlite_
     assert stored_events.claim_stranded(0, 3600) == [accepted.uuid]
 
 
-def test_one_failing_request_does_not_fail_the_others_committed_with_it(sqlite_db, monkeypatch):
+def test_one_failing_request_does_not_fail_the_others_committed_with_it(
+    sqlite_db: peewee.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two requests queued behind a slow commit share the next one; only the bad one fails."""
     real_accept_many = dispatch.accept_many
     first_commit_started, release_first_commit = threading.Event(), threading.Event()
 
-    def accept_many(groups):
+    def accept_many(groups: Sequence[Sequence[ReceivedEvent]]) -> list[list[Acceptance]]:
         if any(e.id == "slow" for group in groups for e in group):
             first_commit_started.set()
             release_first_commit.wait(10)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import peewee
 import pytest
 
 from pacifica.dispatcher.config import Settings
@@ -13,17 +15,17 @@ from pacifica.dispatcher.service import dispatch
 from pacifica.dispatcher.service.intake import Intake
 from pacifica.dispatcher.service.web import create_app
 from pacifica.dispatcher.storage import events
-from tests.conftest import WSGIClient, outbox_of
+from tests.conftest import LoadJson, WSGIClient, outbox_of
 
 
 @pytest.fixture
-def sent():
+def sent() -> list[str]:
     return []
 
 
 @pytest.fixture
-def intake(sent):
-    def publish(ids):
+def intake(sent: list[str]) -> Intake:
+    def publish(ids: list[str]) -> list[str]:
         sent.extend(ids)
         return ids
 
@@ -31,12 +33,14 @@ def intake(sent):
 
 
 @pytest.fixture
-def client(sqlite_db, tmp_path, intake):
+def client(sqlite_db: peewee.Database, tmp_path: Path, intake: Intake) -> WSGIClient:
     settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path), "MAX_BODY_SIZE": "4096"})
     return WSGIClient(create_app(settings, intake.submit))
 
 
-def test_receive_answers_202_with_task_id_and_location(client, intake, sent, load_json):
+def test_receive_answers_202_with_task_id_and_location(
+    client: WSGIClient, intake: Intake, sent: list[str], load_json: LoadJson
+) -> None:
     response = client.post("/receive", load_json("metadata_ingest_event.json"))
     assert response.status == 202
     task_id = response.json()
@@ -47,7 +51,9 @@ def test_receive_answers_202_with_task_id_and_location(client, intake, sent, loa
     assert client.get(f"/status/{task_id}").json() == "202 Accepted"
 
 
-def test_duplicate_event_answers_200_with_the_original_id(client, intake, sent, load_json):
+def test_duplicate_event_answers_200_with_the_original_id(
+    client: WSGIClient, intake: Intake, sent: list[str], load_json: LoadJson
+) -> None:
     first = client.post("/receive", load_json("metadata_ingest_event.json")).json()
     again = client.post("/receive", load_json("metadata_ingest_event.json"))
     assert (again.status, again.json()) == (200, first)
@@ -55,7 +61,7 @@ def test_duplicate_event_answers_200_with_the_original_id(client, intake, sent, 
     assert sent == [first]
 
 
-def test_batch_answers_a_list_of_ids(client, intake, sent):
+def test_batch_answers_a_list_of_ids(client: WSGIClient, intake: Intake, sent: list[str]) -> None:
     batch = [
         {"specversion": "1.0", "id": str(i), "type": "t", "source": "s", "data": [i]}
         for i in range(3)
@@ -71,7 +77,9 @@ def test_batch_answers_a_list_of_ids(client, intake, sent):
     assert len(sent) == 3
 
 
-def test_unsent_event_is_still_accepted_and_left_for_the_sweeper(sqlite_db, tmp_path, load_json):
+def test_unsent_event_is_still_accepted_and_left_for_the_sweeper(
+    sqlite_db: peewee.Database, tmp_path: Path, load_json: LoadJson
+) -> None:
     settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path)})
     refusing = Intake(outbox_of(lambda ids: []))
     client = WSGIClient(create_app(settings, refusing.submit))
@@ -84,11 +92,13 @@ def test_unsent_event_is_still_accepted_and_left_for_the_sweeper(sqlite_db, tmp_
     assert events.claim_stranded(0, 3600) == [str(record.uuid)]
 
 
-def test_receive_refusing_a_method_names_the_allowed_one(client):
+def test_receive_refusing_a_method_names_the_allowed_one(client: WSGIClient) -> None:
     assert client.get("/receive").headers["Allow"] == "POST"
 
 
-def test_receive_reads_a_body_without_content_length(client, intake, sent, load_json):
+def test_receive_reads_a_body_without_content_length(
+    client: WSGIClient, intake: Intake, sent: list[str], load_json: LoadJson
+) -> None:
     """A chunked request reaches the app with no Content-Length; the server decodes the body."""
     body = json.dumps(load_json("metadata_ingest_event.json")).encode()
     response = client.request(
@@ -106,7 +116,9 @@ def test_receive_reads_a_body_without_content_length(client, intake, sent, load_
     assert oversized.status == 413
 
 
-def test_get_returns_the_upstream_object_with_routes(client, load_json):
+def test_get_returns_the_upstream_object_with_routes(
+    client: WSGIClient, load_json: LoadJson
+) -> None:
     task_id = client.post("/receive", load_json("metadata_ingest_event.json")).json()
     router = Router()
     router.add_route("$", NoopEventHandler())
@@ -118,7 +130,7 @@ def test_get_returns_the_upstream_object_with_routes(client, load_json):
     assert body["routes"][0]["status"] == "SUCCEEDED"
 
 
-def test_listing_is_paginated_with_a_next_link(client):
+def test_listing_is_paginated_with_a_next_link(client: WSGIClient) -> None:
     for i in range(3):
         client.post("/receive", {"specversion": "1.0", "id": str(i), "type": "t", "source": "s"})
     first = client.get("/?limit=2")
@@ -157,8 +169,14 @@ def test_listing_is_paginated_with_a_next_link(client):
     ],
 )
 def test_bad_requests_get_json_errors_without_tracebacks(
-    client, method, path, body, headers, status, message
-):
+    client: WSGIClient,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    message: str,
+) -> None:
     response = client.request(method, path, body, headers=headers)
     assert response.status == status
     assert response.headers["Content-Type"] == "application/json"

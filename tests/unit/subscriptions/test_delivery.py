@@ -6,10 +6,13 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TypedDict, cast
 
+import peewee
 import pytest
 import requests
 
@@ -20,12 +23,23 @@ from pacifica.dispatcher.storage import DeliveryStatus, deliveries, utcnow
 from pacifica.dispatcher.storage.schema import Delivery, DeliveryAttempt, Subscription
 from pacifica.dispatcher.subscriptions import add_subscription_route, delivery, registry
 from pacifica.dispatcher.subscriptions.delivery import (
+    Outcome,
     Verdict,
     backoff_delay,
     classify_policy,
     classify_target,
 )
 from pacifica.dispatcher.testing import event_from_dict
+from tests.conftest import LoadJson
+
+
+class Matched(TypedDict):
+    """What the ``matched`` fixture returns."""
+
+    ids: list[int]
+    subscription: dict[str, Any]
+    router: Router
+    task: str
 
 
 @dataclass
@@ -58,7 +72,7 @@ def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -
     return any(sig.split(",", 1)[1] == expected for sig in headers["webhook-signature"].split(" "))
 
 
-def test_signature_verifies_with_an_independent_implementation():
+def test_signature_verifies_with_an_independent_implementation() -> None:
     secret = registry.new_secret()
     body = json.dumps({"héllo": "wörld"}, ensure_ascii=False).encode()
     headers = {"webhook-id": "msg_1", "webhook-timestamp": "1700000000"}
@@ -68,7 +82,7 @@ def test_signature_verifies_with_an_independent_implementation():
     assert not verify_standard_webhook(secret, headers, body + b" ")
 
 
-def test_backoff_doubles_with_full_jitter_and_is_capped_at_an_hour():
+def test_backoff_doubles_with_full_jitter_and_is_capped_at_an_hour() -> None:
     assert [backoff_delay(n, 2.0, rand=lambda: 1.0) for n in range(1, 6)] == [2, 4, 8, 16, 32]
     assert backoff_delay(30, 2.0, rand=lambda: 1.0) == 3600
     assert backoff_delay(3, 2.0, rand=lambda: 0.25) == 2.0
@@ -90,17 +104,17 @@ def test_backoff_doubles_with_full_jitter_and_is_capped_at_an_hour():
         (301, Verdict.REFUSED, Verdict.RETRY),
     ],
 )
-def test_outcome_classification(code, target, policy):
+def test_outcome_classification(code: int | None, target: Verdict, policy: Verdict) -> None:
     assert (classify_target(code), classify_policy(code)) == (target, policy)
 
 
-def test_legacy_event_gets_extensions_merged_as_upstream(load_json):
+def test_legacy_event_gets_extensions_merged_as_upstream(load_json: LoadJson) -> None:
     kind, body = delivery.payload(load_json("notifications_events.json"), {"mine": 1})
     assert kind == "application/json"
     assert json.loads(body)["extensions"] == {"comExampleExtension": "value", "mine": 1}
 
 
-def test_v1_event_gets_extensions_as_attributes_without_overriding_its_own():
+def test_v1_event_gets_extensions_as_attributes_without_overriding_its_own() -> None:
     event = {"specversion": "1.0", "id": "1", "type": "t", "source": "s", "data": {}}
     kind, body = delivery.payload(event, {"Team": "x", "type": "evil"})
     sent = json.loads(body)
@@ -111,13 +125,13 @@ def test_v1_event_gets_extensions_as_attributes_without_overriding_its_own():
 # --- the attempt state machine ---------------------------------------------------------------
 
 
-def settings_for(tmp_path, **env: str) -> Settings:
+def settings_for(tmp_path: Path, **env: str) -> Settings:
     base = {"DISPATCHER_DATA_DIR": str(tmp_path), "DELIVERY_BACKOFF": "1", "DISABLE_AFTER": "2"}
     return Settings.from_env({**base, **env})
 
 
 @pytest.fixture
-def matched(sqlite_db, load_json):
+def matched(sqlite_db: peewee.Database, load_json: LoadJson) -> Matched:
     """One stored event matched by one subscription, through the real handler; returns delivery ids."""
     created = registry.create(
         "dmlb2001",
@@ -138,18 +152,41 @@ def matched(sqlite_db, load_json):
     return {"ids": sent, "subscription": created, "router": router, "task": accepted.uuid}
 
 
-def run(matched, settings, session, rand=lambda: 0.0):
-    return delivery.attempt(matched["ids"][0], settings, session, rand=rand)
+def run_if_due(
+    matched: Matched,
+    settings: Settings,
+    session: FakeSession,
+    rand: Callable[[], float] = lambda: 0.0,
+) -> Outcome | None:
+    """One attempt at the matched delivery; None when it is not due or is finished."""
+    # FakeSession stands in for requests.Session: attempt() only calls its post().
+    return delivery.attempt(matched["ids"][0], settings, cast(requests.Session, session), rand=rand)
 
 
-def test_handler_creates_one_delivery_per_match_even_when_the_event_runs_again(matched):
+def run(
+    matched: Matched,
+    settings: Settings,
+    session: FakeSession,
+    rand: Callable[[], float] = lambda: 0.0,
+) -> Outcome:
+    """One attempt at the matched delivery, which is due."""
+    outcome = run_if_due(matched, settings, session, rand)
+    assert outcome is not None
+    return outcome
+
+
+def test_handler_creates_one_delivery_per_match_even_when_the_event_runs_again(
+    matched: Matched,
+) -> None:
     assert len(matched["ids"]) == 1
     dispatch.reset_for_retry([matched["task"]])
     dispatch.process(matched["task"], matched["router"])
     assert Delivery.select().count() == 1
 
 
-def test_delivered_with_auth_extensions_and_a_verifiable_signature(matched, tmp_path):
+def test_delivered_with_auth_extensions_and_a_verifiable_signature(
+    matched: Matched, tmp_path: Path
+) -> None:
     session = FakeSession([200])
     outcome = run(matched, settings_for(tmp_path), session)
     assert outcome.status is DeliveryStatus.DELIVERED
@@ -159,10 +196,13 @@ def test_delivered_with_auth_extensions_and_a_verifiable_signature(matched, tmp_
     assert call["timeout"] == 30.0
     assert json.loads(call["data"])["extensions"]["mine"] == "yes"
     secret = Subscription.get().secret
+    assert secret is not None
     assert verify_standard_webhook(secret, call["headers"], call["data"])
 
 
-def test_policy_is_asked_first_and_a_4xx_rejects_without_retry(matched, tmp_path):
+def test_policy_is_asked_first_and_a_4xx_rejects_without_retry(
+    matched: Matched, tmp_path: Path
+) -> None:
     session = FakeSession([FakeResponse(403, b'{"message": "not allowed"}')])
     settings = settings_for(tmp_path, POLICY_URL="http://policy.test/")
     outcome = run(matched, settings, session)
@@ -174,17 +214,21 @@ def test_policy_is_asked_first_and_a_4xx_rejects_without_retry(matched, tmp_path
     assert Subscription.get().disabled is None
 
 
-def test_policy_5xx_is_retried_and_not_asked_again_once_it_said_yes(matched, tmp_path):
+def test_policy_5xx_is_retried_and_not_asked_again_once_it_said_yes(
+    matched: Matched, tmp_path: Path
+) -> None:
     settings = settings_for(tmp_path, POLICY_URL="http://policy.test")
     session = FakeSession([500, 200, 200])
     assert run(matched, settings, session).status is DeliveryStatus.PENDING
     assert run(matched, settings, session).status is DeliveryStatus.DELIVERED
     kinds = [a.kind for a in DeliveryAttempt.select().order_by(DeliveryAttempt.id)]
     assert kinds == ["policy", "policy", "target"]
-    assert run(matched, settings, session) is None  # delivered: nothing more to do
+    assert run_if_due(matched, settings, session) is None  # delivered: nothing more to do
 
 
-def test_target_failing_three_times_then_succeeding_is_delivered_once(matched, tmp_path):
+def test_target_failing_three_times_then_succeeding_is_delivered_once(
+    matched: Matched, tmp_path: Path
+) -> None:
     session = FakeSession([503, requests.ConnectionError("refused"), 429, 200])
     settings = settings_for(tmp_path)
     statuses = [run(matched, settings, session).status for _ in range(4)]
@@ -196,27 +240,28 @@ def test_target_failing_three_times_then_succeeding_is_delivered_once(matched, t
         (3, 429),
         (4, 200),
     ]
+    assert attempts[1].error is not None
     assert "ConnectionError" in attempts[1].error
     assert Delivery.get().attempts == 4
 
 
-def test_retry_waits_for_its_backoff(matched, tmp_path):
+def test_retry_waits_for_its_backoff(matched: Matched, tmp_path: Path) -> None:
     session, settings = FakeSession([503]), settings_for(tmp_path, DELIVERY_BACKOFF="10")
     outcome = run(matched, settings, session, rand=lambda: 1.0)
     assert outcome.retry_in == 10.0
-    assert run(matched, settings, session) is None  # not due yet
+    assert run_if_due(matched, settings, session) is None  # not due yet
     assert Delivery.get().next_attempt > utcnow()
 
 
-def test_target_4xx_fails_without_retry(matched, tmp_path):
+def test_target_4xx_fails_without_retry(matched: Matched, tmp_path: Path) -> None:
     outcome = run(matched, settings_for(tmp_path), FakeSession([404]))
     assert outcome.status is DeliveryStatus.FAILED
     assert Delivery.get().error == "target answered 404"
 
 
 def test_dead_letter_after_max_attempts_and_disable_after_the_configured_count(
-    matched, tmp_path, load_json
-):
+    matched: Matched, tmp_path: Path, load_json: LoadJson
+) -> None:
     settings = settings_for(tmp_path, DELIVERY_MAX_ATTEMPTS="2")
     session = FakeSession([500])
     assert run(matched, settings, session).status is DeliveryStatus.PENDING
@@ -228,47 +273,53 @@ def test_dead_letter_after_max_attempts_and_disable_after_the_configured_count(
     dispatch.process(accepted.uuid, matched["router"], send_deliveries=matched["ids"].extend)
     other = matched["ids"][-1]
     for _ in range(2):
-        delivery.attempt(other, settings, session, rand=lambda: 0.0)
+        delivery.attempt(other, settings, cast(requests.Session, session), rand=lambda: 0.0)
     subscription = Subscription.get()
     assert subscription.disabled is not None
+    assert subscription.error is not None
     assert "500" in subscription.error
 
 
-def test_dead_letter_after_max_age(matched, tmp_path):
+def test_dead_letter_after_max_age(matched: Matched, tmp_path: Path) -> None:
     Delivery.update(budget_start=utcnow() - timedelta(days=2)).execute()
     outcome = run(matched, settings_for(tmp_path), FakeSession([500]))
     assert outcome.status is DeliveryStatus.DEAD
 
 
-def test_success_resets_the_failure_count(matched, tmp_path):
+def test_success_resets_the_failure_count(matched: Matched, tmp_path: Path) -> None:
     Subscription.update(failures=1).execute()
-    run(matched, settings_for(tmp_path), FakeSession([200]))
+    run_if_due(matched, settings_for(tmp_path), FakeSession([200]))
     assert Subscription.get().failures == 0
 
 
-def test_retry_resets_dead_deliveries_with_a_fresh_budget(matched, tmp_path):
+def test_retry_resets_dead_deliveries_with_a_fresh_budget(matched: Matched, tmp_path: Path) -> None:
     settings = settings_for(tmp_path, DELIVERY_MAX_ATTEMPTS="1")
     assert run(matched, settings, FakeSession([500])).status is DeliveryStatus.DEAD
-    [event] = {d.event_id for d in Delivery.select()}
+    # peewee adds the foreign key's raw ``event_id`` accessor at runtime; its stubs lack it.
+    [event] = {d.event_id for d in Delivery.select()}  # type: ignore[attr-defined]
     assert deliveries.reset_for_retry([event]) == matched["ids"]
     assert run(matched, settings, FakeSession([200])).status is DeliveryStatus.DELIVERED
     assert len(views.describe_deliveries(dispatch.get_event(str(event)))[0]["log"]) == 2
 
 
-def test_a_lost_message_is_found_by_the_sweep(matched):
+def test_a_lost_message_is_found_by_the_sweep(matched: Matched) -> None:
     Delivery.update(next_attempt=utcnow() - timedelta(seconds=60), enqueued=None).execute()
     assert deliveries.claim_overdue(grace=30) == matched["ids"]
     assert deliveries.claim_overdue(grace=30) == []  # claimed once
 
 
-def test_deleted_subscription_cancels_its_pending_delivery(matched, tmp_path):
+def test_deleted_subscription_cancels_its_pending_delivery(
+    matched: Matched, tmp_path: Path
+) -> None:
     registry.delete("dmlb2001", matched["subscription"]["uuid"])
     assert (
         run(matched, settings_for(tmp_path), FakeSession([200])).status is DeliveryStatus.CANCELLED
     )
 
 
-def test_event_no_subscription_matches_stays_unrouted(matched, load_json):
+def test_event_no_subscription_matches_stays_unrouted(
+    matched: Matched, load_json: LoadJson
+) -> None:
     other = {**load_json("notifications_events.json"), "eventID": "no-blah", "data": []}
     [accepted] = dispatch.accept([event_from_dict(other)])
     assert (

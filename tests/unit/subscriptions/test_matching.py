@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
+import peewee
 import pytest
 from jsonpath2.path import Path
 
@@ -20,6 +22,7 @@ from pacifica.dispatcher.subscriptions.matching import (
     guards,
 )
 from pacifica.dispatcher.testing import event_from_dict
+from tests.conftest import LoadJson
 
 TYPES = ["org.pacifica.metadata.ingest", "org.pacifica.metadata.orm", "other"]
 SOURCES = ["/pacifica/metadata/ingest", "/pacifica/metadata/orm"]
@@ -71,8 +74,8 @@ def random_path(rng: random.Random) -> str:
     return f"${root}{data}{tail}"
 
 
-def random_event(rng: random.Random) -> dict:
-    items = [
+def random_event(rng: random.Random) -> dict[str, object]:
+    items: list[object] = [
         {
             rng.choice(KEYS): rng.choice(VALUES + TABLES),
             rng.choice(KEYS): rng.choice(VALUES + TABLES),
@@ -89,7 +92,7 @@ def random_event(rng: random.Random) -> dict:
             "eventID": "x",
             "data": items,
         }
-    data = items if rng.random() < 0.8 else {"value": rng.choice(VALUES)}
+    data: object = items if rng.random() < 0.8 else {"value": rng.choice(VALUES)}
     return {
         "specversion": "1.0",
         "type": rng.choice(TYPES),
@@ -100,7 +103,7 @@ def random_event(rng: random.Random) -> dict:
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_index_matches_exactly_what_brute_force_matches(seed):
+def test_index_matches_exactly_what_brute_force_matches(seed: int) -> None:
     rng = random.Random(seed)
     entries = [(f"s{i}", Path.parse_str(random_path(rng))) for i in range(200)]
     index = MatchIndex.build(entries)
@@ -114,7 +117,7 @@ def test_index_matches_exactly_what_brute_force_matches(seed):
     assert matched_any > 10  # the generator produces events that do match
 
 
-def test_pacifica_consumer_path_is_guarded_on_its_rarest_literal():
+def test_pacifica_consumer_path_is_guarded_on_its_rarest_literal() -> None:
     path = Path.parse_str(
         '$[?(@["eventID"] and (@["eventType"] = "org.pacifica.metadata.ingest") and '
         '(@["source"] = "/pacifica/metadata/ingest"))]["data"][*]'
@@ -128,7 +131,7 @@ def test_pacifica_consumer_path_is_guarded_on_its_rarest_literal():
     }
 
 
-def test_or_of_equalities_is_one_condition_with_either_guard():
+def test_or_of_equalities_is_one_condition_with_either_guard() -> None:
     path = Path.parse_str('$[?(@["eventType"] = "a" or @["source"] = "b")]')
     assert guards(path) == [frozenset({Guard((), "eventType", "a"), Guard((), "source", "b")})]
 
@@ -142,11 +145,11 @@ def test_or_of_equalities_is_one_condition_with_either_guard():
         '$[?(@["eventType"] != "a")]',
     ],
 )
-def test_conditions_that_do_not_constrain_give_no_guard(text):
+def test_conditions_that_do_not_constrain_give_no_guard(text: str) -> None:
     assert guards(Path.parse_str(text)) == []
 
 
-def test_upstream_test_subscription_matches_the_upstream_test_event(load_json):
+def test_upstream_test_subscription_matches_the_upstream_test_event(load_json: LoadJson) -> None:
     event = load_json("notifications_events.json")
     path = registry.compile_jsonpath('$.data.*[?(@.value="Blah")].value')
     index = MatchIndex.build([("upstream", path)])
@@ -154,14 +157,16 @@ def test_upstream_test_subscription_matches_the_upstream_test_event(load_json):
     assert index.match({**event, "data": []}) == []
 
 
-def test_reference_path_without_dollar_matches_events_with_data(load_json):
+def test_reference_path_without_dollar_matches_events_with_data(load_json: LoadJson) -> None:
     path = registry.compile_jsonpath("data")
     assert MatchIndex.build([("ref", path)]).match(load_json("notifications_events.json")) == [
         "ref"
     ]
 
 
-def test_matcher_sees_changes_made_through_the_registry(sqlite_db, load_json):
+def test_matcher_sees_changes_made_through_the_registry(
+    sqlite_db: peewee.Database, load_json: LoadJson
+) -> None:
     event = load_json("notifications_events.json")
     matcher = Matcher()
     assert matcher.match(event) == []
@@ -182,7 +187,9 @@ def test_matcher_sees_changes_made_through_the_registry(sqlite_db, load_json):
     assert matcher.match(event) == []
 
 
-def test_matcher_skips_disabled_subscriptions(sqlite_db, load_json):
+def test_matcher_skips_disabled_subscriptions(
+    sqlite_db: peewee.Database, load_json: LoadJson
+) -> None:
     created = registry.create("u", {"name": "n", "jsonpath": "$", "target_url": "http://e.org"})
     registry.update("u", created["uuid"], {"disabled": "2020-01-01T00:00:00Z"})
     assert Matcher().match(load_json("notifications_events.json")) == []
@@ -190,20 +197,24 @@ def test_matcher_skips_disabled_subscriptions(sqlite_db, load_json):
     assert Matcher().match(load_json("notifications_events.json")) == [created["uuid"]]
 
 
-def test_route_and_handler_match_an_event_once(sqlite_db, load_json, monkeypatch):
+def test_route_and_handler_match_an_event_once(
+    sqlite_db: peewee.Database, load_json: LoadJson, monkeypatch: pytest.MonkeyPatch
+) -> None:
     created = registry.create("u", {"name": "n", "jsonpath": "$", "target_url": "http://e.org"})
     router = Router()
     route = add_subscription_route(router)
-    evaluations = []
+    evaluations: list[int] = []
     real_match = route.event_handler.matcher.match
-    monkeypatch.setattr(
-        route.event_handler.matcher,
-        "match",
-        lambda document: evaluations.append(1) or real_match(document),
-    )
+
+    def counting_match(document: Any) -> list[str]:
+        evaluations.append(1)
+        return real_match(document)
+
+    monkeypatch.setattr(route.event_handler.matcher, "match", counting_match)
     event = event_from_dict(load_json("notifications_events.json"))
     [accepted] = dispatch.accept([event])
     dispatch.process(accepted.uuid, router)
     assert len(evaluations) == 1
     assert EventRecord.select().count() == 1
-    assert [str(d.subscription_id) for d in Delivery.select()] == [created["uuid"]]
+    # peewee adds the foreign key's raw ``subscription_id`` accessor at runtime; its stubs lack it.
+    assert [str(d.subscription_id) for d in Delivery.select()] == [created["uuid"]]  # type: ignore[attr-defined]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pacifica.dispatcher.router import Router
@@ -9,10 +11,11 @@ from pacifica.dispatcher.service import dispatch
 from pacifica.dispatcher.storage.schema import Delivery, EventRecord
 from pacifica.dispatcher.subscriptions import add_subscription_route, notifications, registry
 from pacifica.dispatcher.testing import event_from_dict
+from tests.conftest import LoadJson
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     url = f"sqlite:///{tmp_path / 'compat.sqlite3'}"
     for name in ("DATABASE_URL", "PEEWEE_URL", "BROKER_URL", "NOTIFICATIONS_CONFIG"):
         monkeypatch.delenv(name, raising=False)
@@ -22,13 +25,15 @@ def env(tmp_path, monkeypatch):
     return url
 
 
-def test_dbchk_fails_before_dbsync_and_passes_after(env):
+def test_dbchk_fails_before_dbsync_and_passes_after(env: str) -> None:
     assert notifications.cmd(["dbchk"]) == 255
     assert notifications.cmd(["dbsync"]) == 0
     assert notifications.cmd(["dbchk", "--equal"]) == 0
 
 
-def test_upstream_config_ini_supplies_the_database_and_policy(tmp_path, monkeypatch):
+def test_upstream_config_ini_supplies_the_database_and_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("POLICY_URL", raising=False)
     ini = tmp_path / "config.ini"
@@ -42,8 +47,8 @@ def test_upstream_config_ini_supplies_the_database_and_policy(tmp_path, monkeypa
 
 
 def test_eventget_prints_events_and_their_matches_then_eventpurge_removes_them(
-    env, capsys, load_json
-):
+    env: str, capsys: pytest.CaptureFixture[str], load_json: LoadJson
+) -> None:
     assert notifications.cmd(["dbsync"]) == 0
     from pacifica.dispatcher.storage import open_database
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
+from typing import Any
 
+import peewee
 import pytest
 
 from pacifica.dispatcher.config import Settings
@@ -31,23 +34,27 @@ REFERENCE_KEYS = {
 }
 
 
-def make_client(tmp_path, **env: str) -> WSGIClient:
+def make_client(tmp_path: Path, **env: str) -> WSGIClient:
     settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path), **env})
-    return WSGIClient(create_app(settings, lambda ids: ids, {"eventmatch": EventMatch(settings)}))
+    # These tests only call /eventmatch: the receiver's intake accepts nothing.
+    return WSGIClient(create_app(settings, lambda events: [], {"eventmatch": EventMatch(settings)}))
 
 
 @pytest.fixture
-def client(sqlite_db, tmp_path):
+def client(sqlite_db: peewee.Database, tmp_path: Path) -> WSGIClient:
     return make_client(tmp_path)
 
 
-def create(client, body, headers=ALICE):
+def create(
+    client: WSGIClient, body: dict[str, Any], headers: dict[str, str] = ALICE
+) -> dict[str, Any]:
     response = client.request("POST", "/eventmatch", body, headers=headers)
     assert response.status == 200, response.body
-    return response.json()
+    created: dict[str, Any] = response.json()
+    return created
 
 
-def test_reference_create_example_answers_the_reference_shape(client):
+def test_reference_create_example_answers_the_reference_shape(client: WSGIClient) -> None:
     body = {
         "name": "My Event Match",
         "jsonpath": "data",
@@ -66,7 +73,7 @@ def test_reference_create_example_answers_the_reference_shape(client):
     uuid.UUID(created["uuid"])
 
 
-def test_reference_get_put_delete_examples(client):
+def test_reference_get_put_delete_examples(client: WSGIClient) -> None:
     created = create(
         client,
         {
@@ -90,7 +97,7 @@ def test_reference_get_put_delete_examples(client):
     assert client.get("/eventmatch", headers=ALICE).json() == []
 
 
-def test_basic_auth_password_is_stored_but_masked(client):
+def test_basic_auth_password_is_stored_but_masked(client: WSGIClient) -> None:
     auth = {"type": "basic", "basic": {"username": "myusername", "password": "password"}}
     created = create(
         client,
@@ -105,7 +112,7 @@ def test_basic_auth_password_is_stored_but_masked(client):
     assert "password" not in str([a for s in listed for a in s["auth"].get("basic", {}).values()])
 
 
-def test_header_credentials_masked_and_kept_on_get_modify_put(client):
+def test_header_credentials_masked_and_kept_on_get_modify_put(client: WSGIClient) -> None:
     auth = {"type": "header", "header": {"type": "Bearer", "credentials": "s3cret"}}
     created = create(
         client, {"name": "n", "jsonpath": "$", "auth": auth, "target_url": "https://e.org"}
@@ -117,7 +124,7 @@ def test_header_credentials_masked_and_kept_on_get_modify_put(client):
     assert Subscription.get_by_id(uuid.UUID(created["uuid"])).auth == auth
 
 
-def test_generated_signing_secret_is_shown_once(client):
+def test_generated_signing_secret_is_shown_once(client: WSGIClient) -> None:
     created = create(
         client, {"name": "n", "jsonpath": "$", "target_url": "http://e.org", "secret": True}
     )
@@ -125,7 +132,7 @@ def test_generated_signing_secret_is_shown_once(client):
     assert client.get(f"/eventmatch/{created['uuid']}", headers=ALICE).json()["secret"] == MASK
 
 
-def test_other_users_subscription_is_not_found(client):
+def test_other_users_subscription_is_not_found(client: WSGIClient) -> None:
     created = create(client, {"name": "n", "jsonpath": "$", "target_url": "http://e.org"})
     path = f"/eventmatch/{created['uuid']}"
     assert client.get(path, headers=BOB).status == 404
@@ -135,14 +142,14 @@ def test_other_users_subscription_is_not_found(client):
     assert client.get(path, headers=ALICE).json()["name"] == "n"
 
 
-def test_unknown_and_malformed_ids(client):
+def test_unknown_and_malformed_ids(client: WSGIClient) -> None:
     assert client.get(f"/eventmatch/{uuid.uuid4()}", headers=ALICE).status == 404
     bad = client.get("/eventmatch/1234", headers=ALICE)
     assert bad.status == 400
     assert "1234" in bad.json()["message"]
 
 
-def test_no_user_is_401_unless_a_default_user_is_set(client, tmp_path):
+def test_no_user_is_401_unless_a_default_user_is_set(client: WSGIClient, tmp_path: Path) -> None:
     assert client.get("/eventmatch").status == 401
     defaulted = make_client(tmp_path, DEFAULT_USER="someone")
     response = defaulted.request(
@@ -151,7 +158,7 @@ def test_no_user_is_401_unless_a_default_user_is_set(client, tmp_path):
     assert response.json()["user"] == "someone"
 
 
-def test_user_header_name_is_configurable(sqlite_db, tmp_path):
+def test_user_header_name_is_configurable(sqlite_db: peewee.Database, tmp_path: Path) -> None:
     client = make_client(tmp_path, USER_HEADER="X-Remote-User")
     created = create(
         client,
@@ -210,13 +217,15 @@ def test_user_header_name_is_configurable(sqlite_db, tmp_path):
         ),
     ],
 )
-def test_schema_violations_are_400_naming_the_field(client, body, named):
+def test_schema_violations_are_400_naming_the_field(
+    client: WSGIClient, body: dict[str, Any], named: str
+) -> None:
     response = client.request("POST", "/eventmatch", body, headers=ALICE)
     assert response.status == 400
     assert named in response.json()["message"]
 
 
-def test_bad_jsonpath_is_400_quoting_the_parser(client):
+def test_bad_jsonpath_is_400_quoting_the_parser(client: WSGIClient) -> None:
     body = {"name": "n", "jsonpath": "$[?(@.a = ", "target_url": "http://e.org"}
     response = client.request("POST", "/eventmatch", body, headers=ALICE)
     assert response.status == 400
@@ -225,14 +234,14 @@ def test_bad_jsonpath_is_400_quoting_the_parser(client):
     assert "line 1:" in message
 
 
-def test_non_json_body_is_400(client):
+def test_non_json_body_is_400(client: WSGIClient) -> None:
     response = client.post(
         "/eventmatch", "{nope", headers={**ALICE, "Content-Type": "application/json"}
     )
     assert response.status == 400
 
 
-def test_user_cannot_change_read_only_fields_with_put(client):
+def test_user_cannot_change_read_only_fields_with_put(client: WSGIClient) -> None:
     created = create(client, {"name": "n", "jsonpath": "$", "target_url": "http://e.org"})
     path = f"/eventmatch/{created['uuid']}"
     response = client.request("PUT", path, {"user": "bob"}, headers=ALICE)
@@ -241,7 +250,7 @@ def test_user_cannot_change_read_only_fields_with_put(client):
     assert client.get(path, headers=ALICE).json()["user"] == "dmlb2001"
 
 
-def test_disabled_null_re_enables_and_clears_the_error(client):
+def test_disabled_null_re_enables_and_clears_the_error(client: WSGIClient) -> None:
     created = create(client, {"name": "n", "jsonpath": "$", "target_url": "http://e.org"})
     key = uuid.UUID(created["uuid"])
     Subscription.update(disabled=Subscription.created, error="down", failures=5).where(
@@ -254,7 +263,7 @@ def test_disabled_null_re_enables_and_clears_the_error(client):
     assert Subscription.get_by_id(key).failures == 0
 
 
-def test_every_change_bumps_the_revision(client):
+def test_every_change_bumps_the_revision(client: WSGIClient) -> None:
     def revision() -> int:
         return int(SubscriptionRevision.get_by_id(1).revision)
 
