@@ -97,6 +97,10 @@ class StorageUnavailableError(DispatcherError, RuntimeError):
     """The database did not store an event in time; the client should send it again."""
 
 
+class ServiceError(DispatcherError, RuntimeError):
+    """A part of the running service failed and could not be kept alive."""
+
+
 class SchemaMismatchError(DispatcherError, RuntimeError):
     """The database schema is not the one this code expects: run ``pacifica-dispatcher db sync``."""
 

@@ -16,7 +16,7 @@ OWNERS = {
     "peewee": ("storage/",),
     "playhouse": ("storage/",),
     "celery": ("service/worker.py",),
-    "kombu": ("service/worker.py",),
+    "kombu": ("service/worker.py", "service/broker.py"),
     "cherrypy": ("service/web.py",),
     "cloudevents": ("events.py",),
 }

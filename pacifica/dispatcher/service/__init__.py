@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.errors import ServiceError
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.service.intake import Intake
 from pacifica.dispatcher.service.outbox import Outbox
-from pacifica.dispatcher.service.web import EventMatch, create_app, serve
+from pacifica.dispatcher.service.supervisor import Supervisor
+from pacifica.dispatcher.service.web import EventMatch, create_app, serve, stop_serving
 from pacifica.dispatcher.service.worker import WorkerContext, create_celery, default_router
 from pacifica.dispatcher.storage import check_schema, open_database, schema_version, sync_schema
 from pacifica.dispatcher.subscriptions import SubscriptionRoute
@@ -126,18 +128,6 @@ def start_worker_process(worker_app: str, settings: Settings) -> subprocess.Pope
     return subprocess.Popen(command, env={**os.environ, **settings.to_env()})
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Ask a child to stop (SIGTERM: Celery's warm shutdown), then kill it if it lingers."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def run_server(
     service: Service,
     host: str,
@@ -147,16 +137,29 @@ def run_server(
     worker_app: str = DEFAULT_WORKER_APP,
     mounts: dict[str, object] | None = None,
 ) -> None:
-    """Serve HTTP until interrupted; with the embedded broker, also run a worker."""
+    """Serve HTTP until interrupted; with the embedded broker, also run a supervised worker.
+
+    Raises:
+        ServiceError: the worker kept exiting and was not restarted again.
+    """
     open_checked_database(service.settings)
     if with_worker is None:
         with_worker = service.settings.embedded_broker
-    worker = start_worker_process(worker_app, service.settings) if with_worker else None
-    on_stop: Callable[[], None] | None = None
-    if worker is not None:
-        on_stop = lambda: stop_process(worker)  # noqa: E731
+    failures: list[str] = []
+
+    def give_up(reason: str) -> None:
+        log.critical("stopping: %s", reason)
+        failures.append(reason)
+        stop_serving()
+
+    worker = Supervisor(
+        "worker", lambda: start_worker_process(worker_app, service.settings), give_up
+    )
+    if with_worker:
+        worker.begin()
     try:
-        serve(service.wsgi_app(mounts), host, port, config_file, on_stop)
+        serve(service.wsgi_app(mounts), host, port, config_file, worker.stop)
     finally:
-        if worker is not None:
-            stop_process(worker)
+        worker.stop()
+    if failures:
+        raise ServiceError(failures[0])

@@ -410,3 +410,8 @@ def serve(
         cherrypy.engine.signal_handler.subscribe()
     cherrypy.engine.start()
     cherrypy.engine.block()
+
+
+def stop_serving() -> None:
+    """Stop the server ``serve`` runs (from any thread); ``serve`` then returns."""
+    cherrypy.engine.exit()

@@ -23,6 +23,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.service import dispatch
+from pacifica.dispatcher.service.broker import TRANSPORT as EMBEDDED_TRANSPORT
 from pacifica.dispatcher.service.outbox import Outbox, delivery_outbox, event_outbox
 from pacifica.dispatcher.service.views import TASK_NAME
 from pacifica.dispatcher.storage import check_schema, forget_connection, open_database
@@ -118,6 +119,8 @@ def create_celery(settings: Settings, router: Router, name: str = "pacifica.disp
         task_serializer="json",
         accept_content=["json"],
     )
+    if settings.embedded_broker:
+        app.conf.broker_transport = EMBEDDED_TRANSPORT
     app.dispatcher_context = WorkerContext(
         settings,
         router,
