@@ -20,8 +20,10 @@ from pacifica.dispatcher.config import Settings, settings_table
 from pacifica.dispatcher.errors import DispatcherError
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.storage import (
+    available,
     check_schema,
     code_schema_version,
+    connect_patiently,
     deliveries,
     events,
     open_database,
@@ -164,7 +166,8 @@ def main(
         if args.command == "new":  # needs no settings: scaffolding must work anywhere
             return _new(args)
         settings = Settings.from_env()
-        return _run(args, settings, router_factory, worker_app)
+        with available():  # a database that cannot be reached is an error message, not a traceback
+            return _run(args, settings, router_factory, worker_app)
     except DispatcherError as exc:
         print(f"pacifica-dispatcher: error: {exc}", file=sys.stderr)
         return 2
@@ -242,6 +245,7 @@ def _worker(celery_app: object, args: argparse.Namespace) -> int:
 
 def _db(action: str, settings: Settings) -> int:
     database = open_database(settings.effective_database_url)
+    connect_patiently(database, settings.database_connect_attempts, settings.database_connect_wait)
     if action == "sync":
         applied = sync_schema(database)
         print("\n".join(f"applied migration {a}" for a in applied) or "schema is up to date")

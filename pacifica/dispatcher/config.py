@@ -95,6 +95,39 @@ class Settings:
         "How often a worker looks for stranded events, seconds.",
         _positive_float,
     )
+    database_connect_attempts: int = _setting(
+        "DATABASE_CONNECT_ATTEMPTS",
+        10,
+        "Connection attempts at start before giving up (a database still starting).",
+        _positive_int,
+    )
+    database_connect_wait: float = _setting(
+        "DATABASE_CONNECT_WAIT",
+        3.0,
+        "Seconds between connection attempts at start; also how long a worker waits before "
+        "retrying a message while the database is unreachable.",
+        _positive_float,
+    )
+    heartbeat_interval: float = _setting(
+        "WORKER_HEARTBEAT",
+        5.0,
+        "How often each worker records that it is alive, seconds.",
+        _positive_float,
+    )
+    worker_dead_after: float = _setting(
+        "WORKER_DEAD_AFTER",
+        30.0,
+        "Seconds without a heartbeat after which a worker is taken as dead and the events it "
+        "held go back to the queue (a live worker keeps its events however long they run).",
+        _positive_float,
+    )
+    retention_days: float | None = _setting(
+        "RETENTION_DAYS",
+        None,
+        "Purge final events (with their route runs and deliveries) older than this many days; "
+        "unset keeps everything.",
+        _positive_float,
+    )
     worker_concurrency: int = _setting(
         "WORKER_CONCURRENCY", 2, "Worker processes started by `serve` and `worker`.", _positive_int
     )

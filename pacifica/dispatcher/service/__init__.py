@@ -26,7 +26,14 @@ from pacifica.dispatcher.service.outbox import Outbox
 from pacifica.dispatcher.service.supervisor import Supervisor
 from pacifica.dispatcher.service.web import EventMatch, create_app, serve, stop_serving
 from pacifica.dispatcher.service.worker import WorkerContext, create_celery, default_router
-from pacifica.dispatcher.storage import check_schema, open_database, schema_version, sync_schema
+from pacifica.dispatcher.storage import (
+    available,
+    check_schema,
+    connect_patiently,
+    open_database,
+    schema_version,
+    sync_schema,
+)
 from pacifica.dispatcher.subscriptions import SubscriptionRoute
 
 if TYPE_CHECKING:
@@ -93,12 +100,15 @@ def open_checked_database(settings: Settings) -> Any:
 
     Raises:
         SchemaMismatchError: the schema differs; the message says to run ``db sync``.
+        StorageUnavailableError: no connection after ``DATABASE_CONNECT_ATTEMPTS``.
     """
     database = open_database(settings.effective_database_url)
-    if settings.database_url is None and schema_version(database) == 0:
-        log.info("creating the embedded database at %s", settings.effective_database_url)
-        sync_schema(database)
-    check_schema(database)
+    connect_patiently(database, settings.database_connect_attempts, settings.database_connect_wait)
+    with available():
+        if settings.database_url is None and schema_version(database) == 0:
+            log.info("creating the embedded database at %s", settings.effective_database_url)
+            sync_schema(database)
+        check_schema(database)
     return database
 
 

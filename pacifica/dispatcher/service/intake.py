@@ -20,6 +20,7 @@ from pacifica.dispatcher.errors import StorageUnavailableError
 from pacifica.dispatcher.events import ReceivedEvent
 from pacifica.dispatcher.service import dispatch
 from pacifica.dispatcher.service.dispatch import Acceptance
+from pacifica.dispatcher.storage import available
 
 log = logging.getLogger(__name__)
 # Publishes the events' messages and records them sent (``Outbox.send``).
@@ -100,22 +101,31 @@ class Intake:
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            results = dispatch.accept_many([p.events for p in batch])
+            with available():
+                results = dispatch.accept_many([p.events for p in batch])
+        except StorageUnavailableError as exc:  # every request of the batch: 503, send again
+            log.warning("could not store %d request(s): %s", len(batch), exc)
+            self._fail(batch, exc)
+            return
         except Exception as exc:
             if len(batch) > 1:  # one bad request must not fail the others: retry one by one
                 for pending in batch:
                     self._commit([pending])
                 return
             log.warning("could not store an event: %r", exc)
-            batch[0].error = exc
-            self._finished(1)
-            batch[0].done.set()
+            self._fail(batch, exc)
             return
         fresh = [a.uuid for result in results for a in result if a.created]
         for pending, result in zip(batch, results, strict=True):
             pending.result = result
             pending.done.set()
         self._sends.put((fresh, len(batch)))
+
+    def _fail(self, batch: list[_Pending], error: Exception) -> None:
+        for pending in batch:
+            pending.error = error
+            pending.done.set()
+        self._finished(len(batch))
 
     def _publish_loop(self) -> None:
         while True:

@@ -35,6 +35,7 @@ from pacifica.dispatcher.errors import (
 from pacifica.dispatcher.events import ReceivedEvent, parse_http
 from pacifica.dispatcher.service import dispatch, views
 from pacifica.dispatcher.service.dispatch import Acceptance
+from pacifica.dispatcher.storage import drop_connection, is_unavailable
 from pacifica.dispatcher.storage import events as stored_events
 from pacifica.dispatcher.subscriptions import registry
 
@@ -70,8 +71,18 @@ def status_for(error: BaseException) -> int:
     return next((ERROR_STATUS[k] for k in type(error).__mro__ if k in ERROR_STATUS), 500)
 
 
+RETRY_AFTER = "5"  # seconds, on 503: the database is restarting or busy
+
+
 def error_body(error: BaseException) -> tuple[int, dict[str, str]]:
-    """The status and JSON body answering ``error``; an unknown error's details stay in the log."""
+    """The status and JSON body answering ``error``; an unknown error's details stay in the log.
+
+    A lost or refused database connection is a 503 (and this thread's
+    connection is dropped, so the next request reconnects).
+    """
+    if is_unavailable(error) and not isinstance(error, StorageUnavailableError):
+        drop_connection()
+        error = StorageUnavailableError("the database is unavailable; try again shortly")
     code = status_for(error)
     message = str(error) if code != 500 else "internal error; see server log"
     return code, {"status": _status_line(code), "message": message}
@@ -104,6 +115,8 @@ def error_response() -> None:
         log.error("unhandled error serving %s", cherrypy.url(), exc_info=True)
     cherrypy.response.status = code
     cherrypy.response.headers["Content-Type"] = "application/json"
+    if code == 503:
+        cherrypy.response.headers["Retry-After"] = RETRY_AFTER
     cherrypy.response.body = [json.dumps(body, ensure_ascii=False).encode("utf-8")]
 
 
@@ -230,6 +243,8 @@ class Receiver:
             code, body = error_body(exc)
             if code == 500:
                 log.error("unhandled error receiving an event", exc_info=True)
+            if code == 503:
+                headers.append(("Retry-After", RETRY_AFTER))
         payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
         headers.append(("Content-Length", str(len(payload))))
         start_response(_status_line(code), headers)

@@ -11,9 +11,10 @@ lost, through the two outboxes (events and deliveries).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +22,19 @@ from celery import Celery, Task
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.errors import StorageUnavailableError
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.service import dispatch
 from pacifica.dispatcher.service.broker import TRANSPORT as EMBEDDED_TRANSPORT
 from pacifica.dispatcher.service.outbox import Outbox, delivery_outbox, event_outbox
 from pacifica.dispatcher.service.views import TASK_NAME
-from pacifica.dispatcher.storage import check_schema, forget_connection, open_database
+from pacifica.dispatcher.storage import (
+    available,
+    check_schema,
+    connect_patiently,
+    forget_connection,
+    open_database,
+)
 from pacifica.dispatcher.subscriptions import delivery
 from pacifica.dispatcher.subscriptions.route import add_subscription_route
 
@@ -59,10 +67,13 @@ class WorkerContext:
 
         Raises:
             SchemaMismatchError: the database needs ``pacifica-dispatcher db sync``.
+            StorageUnavailableError: it cannot be reached.
         """
         if self._database is None:
             database = open_database(self.settings.effective_database_url)
-            check_schema(database)
+            connect_patiently(database, 1, 0)
+            with available():
+                check_schema(database)
             self._database = database
         return self._database
 
@@ -147,16 +158,17 @@ def process_task(task: Task, *task_ids: str) -> dict[str, str]:
     share them instead of waiting behind a slow handler.
     """
     context: WorkerContext = task.app.dispatcher_context
-    context.database()
     limit = HAND_BACK_AFTER if len(task_ids) > 1 else None
-    done = dispatch.process_many(
-        task_ids,
-        context.router,
-        time_limit=limit,
-        claimant=task.request.id,
-        lease=context.settings.processing_lease,
-        send_deliveries=context.deliveries.send,
-    )
+    with retry_while_unavailable(task, context):
+        context.database()
+        done = dispatch.process_many(
+            task_ids,
+            context.router,
+            time_limit=limit,
+            claimant=task.request.id,
+            lease=context.settings.processing_lease,
+            send_deliveries=context.deliveries.send,
+        )
     for task_id in done.missing:  # purged since the message was sent
         log.warning("event %s no longer exists; message dropped", task_id)
     if done.handed_back:
@@ -172,13 +184,30 @@ def deliver_task(task: Task, delivery_id: int) -> str | None:
     timeout is 60 s longer) gets no message: the sweeper sends it when due.
     """
     context: WorkerContext = task.app.dispatcher_context
-    context.database()
-    outcome = delivery.attempt(delivery_id, context.settings, context.session())
+    with retry_while_unavailable(task, context):
+        context.database()
+        outcome = delivery.attempt(delivery_id, context.settings, context.session())
     if outcome is None:
         return None
     if outcome.retry_in is not None and outcome.retry_in <= context.settings.processing_lease:
         context.deliveries.send([delivery_id], delay=outcome.retry_in)
     return outcome.status.name
+
+
+@contextlib.contextmanager
+def retry_while_unavailable(task: Task, context: WorkerContext) -> Iterator[None]:
+    """Send the message again after ``DATABASE_CONNECT_WAIT`` when the database is unreachable.
+
+    The same task id comes back, so events this message already claimed are
+    taken back at once; if even that send fails, the sweeper finds the events.
+    """
+    try:
+        with available():
+            yield
+    except StorageUnavailableError as exc:
+        wait = context.settings.database_connect_wait
+        log.warning("%s; message %s retried in %g s", exc, task.request.id, wait)
+        raise task.retry(countdown=wait, max_retries=None, exc=exc) from exc
 
 
 def enqueue(
@@ -224,9 +253,10 @@ def _sweep_forever(app: Celery) -> None:
     grace = context.settings.requeue_after
     while not context._stop.is_set():
         try:
-            context.database()
-            context.events.sweep(grace)
-            context.deliveries.sweep(grace)
+            with available():
+                context.database()
+                context.events.sweep(grace)
+                context.deliveries.sweep(grace)
         except Exception:  # the sweeper must outlive a database or broker outage
             log.exception("stranded-event sweep failed; trying again later")
         context._stop.wait(context.settings.requeue_interval)

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from pacifica.dispatcher.storage import deliveries, events, subscriptions
 from pacifica.dispatcher.storage.database import (
+    available,
+    connect_patiently,
+    drop_connection,
     forget_connection,
+    is_unavailable,
     open_database,
     supports_returning,
     write_transaction,
@@ -33,11 +37,15 @@ __all__ = [
     "DeliveryStatus",
     "EventStatus",
     "RunStatus",
+    "available",
     "check_schema",
     "code_schema_version",
+    "connect_patiently",
     "deliveries",
+    "drop_connection",
     "events",
     "forget_connection",
+    "is_unavailable",
     "iso",
     "open_database",
     "schema_version",

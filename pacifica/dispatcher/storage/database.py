@@ -1,8 +1,19 @@
-"""Connecting to the database, and the transactions every writer uses."""
+"""Connecting to the database, surviving its restarts, and the transactions every writer uses.
+
+A lost or refused connection (a PostgreSQL restart or failover, a dropped
+socket, SQLite staying busy) surfaces as ``StorageUnavailableError`` from
+``available()``, and this thread's dead connection is dropped on the way, so
+the next query connects afresh: callers answer 503 or retry later; nothing
+needs a restart.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -10,8 +21,12 @@ from urllib.parse import urlparse
 import peewee
 from playhouse.db_url import connect
 
-from pacifica.dispatcher.errors import ConfigurationError
+from pacifica.dispatcher.errors import ConfigurationError, StorageUnavailableError
 from pacifica.dispatcher.storage.schema import database_proxy
+
+log = logging.getLogger(__name__)
+# What drivers raise when the server is down, restarting, gone away, or (SQLite) busy.
+CONNECTION_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 
 
 def open_database(url: str) -> peewee.Database:
@@ -73,3 +88,55 @@ def forget_connection() -> None:
     """Drop this process's connection state without closing it (a forked child must not share its parent's socket)."""
     if database_proxy.obj is not None:
         database_proxy.obj._state.reset()
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True when ``error`` is the database being unreachable, not the request being wrong."""
+    return isinstance(error, (*CONNECTION_ERRORS, StorageUnavailableError))
+
+
+def drop_connection() -> None:
+    """Forget this thread's connection (closing it if it still can be): the next query reconnects."""
+    database = database_proxy.obj
+    if database is None:
+        return
+    connection = database._state.conn
+    database._state.reset()
+    if connection is not None:
+        with contextlib.suppress(Exception):  # it is already broken; closing is a courtesy
+            connection.close()
+
+
+@contextlib.contextmanager
+def available() -> Iterator[None]:
+    """Turn a lost or refused connection into ``StorageUnavailableError``, dropping it.
+
+    Raises:
+        StorageUnavailableError: the database could not be reached or lost the connection.
+    """
+    try:
+        yield
+    except CONNECTION_ERRORS as exc:
+        drop_connection()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageUnavailableError(f"the database is unavailable: {reason}") from exc
+
+
+def connect_patiently(database: peewee.Database, attempts: int, wait: float) -> None:
+    """Connect, trying ``attempts`` times ``wait`` seconds apart (a database still starting).
+
+    Raises:
+        StorageUnavailableError: no attempt connected.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with available():
+                database.connect(reuse_if_open=True)
+            return
+        except StorageUnavailableError as exc:
+            if attempt == attempts:
+                raise StorageUnavailableError(
+                    f"{exc} (after {attempts} attempt(s) {wait:g} s apart)"
+                ) from exc.__cause__
+            log.warning("%s; trying again in %g s (%d/%d)", exc, wait, attempt, attempts)
+            time.sleep(wait)  # the retry interval of DATABASE_CONNECT_WAIT
