@@ -27,6 +27,8 @@ from pacifica.dispatcher.errors import InvalidEventError, UnsupportedContentType
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
+# Deepest nesting of objects and arrays accepted in an event (Pacifica's events nest about 5).
+MAX_DEPTH = 64
 _JSON_TYPE = re.compile(r"^(application|text)/([a-z0-9.\-]+\+)?json$")
 _LEGACY_ATTRIBUTES = {
     "eventID": "id",
@@ -39,7 +41,6 @@ _LEGACY_ATTRIBUTES = {
 _V1_CORE = frozenset(
     {"id", "source", "type", "specversion", "time", "datacontenttype", "dataschema", "subject"}
 )
-_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,35 @@ def _load_json(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidEventError(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidEventError(
+            f"the body is nested deeper than {MAX_DEPTH} levels", attribute="data"
+        ) from exc
+
+
+def check_depth(document: Any, where: str = "") -> None:
+    """Refuse a document nested deeper than ``MAX_DEPTH`` (objects and arrays within each other).
+
+    Deeper documents are no Pacifica event; they would exhaust the stack of
+    whatever walks them later (a JSONPath, a JSON encoder), so they stop here.
+
+    Raises:
+        InvalidEventError: the document is nested too deeply.
+    """
+    level: list[Any] = [document]
+    for _ in range(MAX_DEPTH):
+        level = [
+            child
+            for value in level
+            if isinstance(value, (dict, list))
+            for child in (value.values() if isinstance(value, dict) else value)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return
+    raise InvalidEventError(
+        f"{where}the event is nested deeper than {MAX_DEPTH} levels", attribute="data"
+    )
 
 
 def parse_document(document: Any, index: int | None = None) -> ReceivedEvent:
@@ -137,6 +167,7 @@ def parse_document(document: Any, index: int | None = None) -> ReceivedEvent:
         raise InvalidEventError(
             f"{where}an event must be a JSON object, got {_json_kind(document)}"
         )
+    check_depth(document, where)
     try:
         if "cloudEventsVersion" in document:
             event = _from_legacy(document)
@@ -241,7 +272,9 @@ def parse_binary(headers: Mapping[str, str], body: bytes) -> ReceivedEvent:
     except (ValueError, OverflowError) as exc:  # dateutil's parser for ce-time
         raise InvalidEventError(f"invalid 'ce-time': {exc}", attribute="time") from exc
     built = cast(CloudEvent, event)  # _build is the factory, so this is our v1 CloudEvent
-    return ReceivedEvent(document=to_document(built), event=built)
+    document = to_document(built)
+    check_depth(document)
+    return ReceivedEvent(document=document, event=built)
 
 
 def _require_string(document: Mapping[str, Any], name: str) -> None:

@@ -132,6 +132,7 @@ def process_many(
     claimant: str | None = None,
     lease: float = 0.0,
     send_deliveries: SendDeliveries | None = None,
+    holder: str | None = None,
 ) -> Processed:
     """Run every matching route of each stored event, in order, and record the outcomes.
 
@@ -148,17 +149,25 @@ def process_many(
     ``time_limit`` seconds have passed, the events not yet started go back to
     ``202 Accepted`` and are listed in ``handed_back`` for the caller to send on.
 
+    An event that cannot be read, parsed or matched fails alone, with the
+    reason recorded as the run of the pseudo-route ``(dispatch)``; the other
+    events of the message go on. ``holder`` names the worker (heartbeats).
+
     Raises:
         ValueError: an id is not a UUID.
     """
     started = time.monotonic()
     keys = [uuidlib.UUID(str(t)) for t in task_ids]
     done = Processed()
-    claimed, others = stored.claim_events(keys, claimant, lease)
-    _note_unclaimed(keys, claimed, others, done)
+    claimed, others, unreadable = stored.claim_events(keys, claimant, lease, holder)
+    _note_unclaimed(keys, claimed, {**others, **dict.fromkeys(unreadable)}, done)
     previous = stored.previous_runs([e.uuid for e in claimed if e.attempts > 1])
-    runs: list[RouteRunRow] = []
-    finished: dict[EventStatus, list[uuidlib.UUID]] = {}
+    runs = [_failure_row(key, reason) for key, reason in unreadable.items()]
+    finished: dict[EventStatus, list[uuidlib.UUID]] = (
+        {EventStatus.FAILED: list(unreadable)} if unreadable else {}
+    )
+    for key in unreadable:
+        done.statuses[str(key)] = EventStatus.FAILED
     for position, event in enumerate(claimed):
         if position and time_limit is not None and time.monotonic() - started > time_limit:
             done.handed_back = [str(e.uuid) for e in claimed[position:]]
@@ -168,7 +177,7 @@ def process_many(
         status = _run_routes(event, router, succeeded, context, runs)
         finished.setdefault(status, []).append(event.uuid)
         done.statuses[str(event.uuid)] = status
-    first_attempts = {e.uuid for e in claimed if e.attempts == 1}
+    first_attempts = {e.uuid for e in claimed if e.attempts == 1}  # unreadable: upserted
     handed_back = [uuidlib.UUID(t) for t in done.handed_back]
     stored.record_outcomes(first_attempts, runs, finished, handed_back)
     return done
@@ -177,17 +186,22 @@ def process_many(
 def _note_unclaimed(
     keys: list[uuidlib.UUID],
     claimed: list[StoredEvent],
-    others: dict[uuidlib.UUID, StoredEvent],
+    others: dict[uuidlib.UUID, StoredEvent | None],
     done: Processed,
 ) -> None:
-    """Report the events this message did not claim: final, held by another message, or gone."""
+    """Report the events this message did not claim: final, held by another message, or gone.
+
+    ``others`` maps the events found but not claimed (None: claimed but unreadable).
+    """
     taken = {e.uuid for e in claimed}
     for key in dict.fromkeys(keys):
         if key in taken:
             continue
-        event = others.get(key)
-        if event is None:
+        if key not in others:
             done.missing.append(str(key))
+            continue
+        event = others[key]
+        if event is None:
             continue
         done.statuses[str(key)] = event.status
         if event.status is EventStatus.PROCESSING:
@@ -202,8 +216,13 @@ def _run_routes(
     runs: list[RouteRunRow],
 ) -> EventStatus:
     """Run an event's matching routes (skipping ones that already succeeded); its final status."""
-    received = parse_document(event.document)
-    outcomes = router.dispatch(received, skip=succeeded, context=context)
+    try:
+        received = parse_document(event.document)
+        outcomes = router.dispatch(received, skip=succeeded, context=context)
+    except Exception as exc:  # parsing or matching this event failed: it fails alone
+        log.warning("event %s cannot be routed: %r", event.uuid, exc)
+        runs.append(_failure_row(event.uuid, f"{type(exc).__name__}: {exc}"))
+        return EventStatus.FAILED
     runs.extend(_run_row(event.uuid, o) for o in outcomes if not o.skipped)
     if not outcomes:
         return EventStatus.UNROUTED
@@ -230,6 +249,28 @@ def _run_row(key: uuidlib.UUID, outcome: RouteOutcome) -> RouteRunRow:
         started=outcome.started or finished,
         finished=finished,
         updated=finished,
+    )
+
+
+DISPATCH_ROUTE = "(dispatch)"  # the pseudo-route under which an unroutable event's reason is kept
+
+
+def _failure_row(key: uuidlib.UUID, reason: str) -> RouteRunRow:
+    """The run recorded for an event that could not be read, parsed or matched."""
+    now = utcnow()
+    kind, _, message = reason.partition(": ")
+    return RouteRunRow(
+        event=key,
+        route=DISPATCH_ROUTE,
+        handler=__name__,
+        status=RunStatus.FAILED,
+        exc_type=kind,
+        exc_message=message or kind,
+        exc_traceback=None,
+        attempts=1,
+        started=now,
+        finished=now,
+        updated=now,
     )
 
 

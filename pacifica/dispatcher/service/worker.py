@@ -26,6 +26,7 @@ from pacifica.dispatcher.errors import StorageUnavailableError
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.service import dispatch
 from pacifica.dispatcher.service.broker import TRANSPORT as EMBEDDED_TRANSPORT
+from pacifica.dispatcher.service.housekeeping import Housekeeper, worker_name
 from pacifica.dispatcher.service.outbox import Outbox, delivery_outbox, event_outbox
 from pacifica.dispatcher.service.views import TASK_NAME
 from pacifica.dispatcher.storage import (
@@ -52,9 +53,18 @@ class WorkerContext:
     router: Router
     events: Outbox[str]
     deliveries: Outbox[int]
+    name: str = field(default_factory=worker_name)  # set in the main process, kept by children
     _database: Any = field(default=None, repr=False)
-    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _session: Any = field(default=None, repr=False)
+
+    @property
+    def housekeeper(self) -> Housekeeper:
+        """This worker's housekeeping (built once)."""
+        if not hasattr(self, "_housekeeper"):
+            self._housekeeper = Housekeeper(
+                self.name, self.settings, self.events, self.deliveries, self.database
+            )
+        return self._housekeeper
 
     def session(self) -> Any:
         """This process's HTTP session for policy checks and webhook deliveries."""
@@ -168,6 +178,7 @@ def process_task(task: Task, *task_ids: str) -> dict[str, str]:
             claimant=task.request.id,
             lease=context.settings.processing_lease,
             send_deliveries=context.deliveries.send,
+            holder=context.name,
         )
     for task_id in done.missing:  # purged since the message was sent
         log.warning("event %s no longer exists; message dropped", task_id)
@@ -186,7 +197,9 @@ def deliver_task(task: Task, delivery_id: int) -> str | None:
     context: WorkerContext = task.app.dispatcher_context
     with retry_while_unavailable(task, context):
         context.database()
-        outcome = delivery.attempt(delivery_id, context.settings, context.session())
+        outcome = delivery.attempt(
+            delivery_id, context.settings, context.session(), holder=context.name
+        )
     if outcome is None:
         return None
     if outcome.retry_in is not None and outcome.retry_in <= context.settings.processing_lease:
@@ -248,34 +261,20 @@ def _publish(
     return sent
 
 
-def _sweep_forever(app: Celery) -> None:
-    context: WorkerContext = app.dispatcher_context
-    grace = context.settings.requeue_after
-    while not context._stop.is_set():
-        try:
-            with available():
-                context.database()
-                context.events.sweep(grace)
-                context.deliveries.sweep(grace)
-        except Exception:  # the sweeper must outlive a database or broker outage
-            log.exception("stranded-event sweep failed; trying again later")
-        context._stop.wait(context.settings.requeue_interval)
-
-
 def start_sweeper(sender: Any = None, **_: Any) -> None:
-    """``worker_ready`` receiver: start the sweeper thread for this worker's app."""
+    """``worker_ready`` receiver: start this worker's housekeeping thread (heartbeat, sweeps)."""
     app = getattr(sender, "app", None)
     if app is None or not hasattr(app, "dispatcher_context"):
         return
-    thread = threading.Thread(target=_sweep_forever, args=(app,), name="sweeper", daemon=True)
-    thread.start()
+    keeper = app.dispatcher_context.housekeeper
+    threading.Thread(target=keeper.run, name="housekeeping", daemon=True).start()
 
 
 def stop_sweeper(sender: Any = None, **_: Any) -> None:
-    """``worker_shutdown`` receiver: stop the sweeper loop."""
+    """``worker_shutdown`` receiver: stop the housekeeping thread (it signs the worker off)."""
     app = getattr(sender, "app", None)
     if app is not None and hasattr(app, "dispatcher_context"):
-        app.dispatcher_context._stop.set()
+        app.dispatcher_context.housekeeper.stop.set()
 
 
 def forget_parent_connection(**_: Any) -> None:

@@ -8,7 +8,7 @@ functions take and return typed values (``values`` holds the statuses).
 
 from __future__ import annotations
 
-from pacifica.dispatcher.storage import deliveries, events, subscriptions
+from pacifica.dispatcher.storage import deliveries, events, subscriptions, workers
 from pacifica.dispatcher.storage.database import (
     available,
     connect_patiently,
@@ -53,5 +53,6 @@ __all__ = [
     "supports_returning",
     "sync_schema",
     "utcnow",
+    "workers",
     "write_transaction",
 ]

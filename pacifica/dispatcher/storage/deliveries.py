@@ -110,13 +110,16 @@ def record_matches(event: uuidlib.UUID, subscriptions: Iterable[str]) -> list[in
     return [row.id for row in query.order_by(Delivery.id)]
 
 
-def claim(delivery_id: int, lease: float, now: datetime) -> DeliveryJob | None:
+def claim(
+    delivery_id: int, lease: float, now: datetime, holder: str | None = None
+) -> DeliveryJob | None:
     """Lease a due, pending delivery for one attempt; None when it is not due or already leased."""
     taken: int = (
         Delivery.update(
             lease_until=now + timedelta(seconds=lease),
             attempts=Delivery.attempts + 1,
             updated=now,
+            holder=holder,
         )
         .where(
             (Delivery.id == delivery_id)
@@ -158,6 +161,7 @@ def record_attempt(job: DeliveryJob, record: AttemptRecord, disable_after: int) 
     values: dict[str, Any] = {
         "status": int(record.status),
         "lease_until": None,
+        "holder": None,
         "updated": now,
         "error": record.error,
         "next_attempt": record.next_attempt,

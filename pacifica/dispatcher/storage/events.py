@@ -6,6 +6,7 @@ as peewee models or dicts keyed by column names.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -133,19 +134,50 @@ def get_event(key: uuidlib.UUID) -> StoredEvent | None:
 
 
 def live_events(keys: Sequence[uuidlib.UUID]) -> dict[uuidlib.UUID, StoredEvent]:
-    """The live events among ``keys``, by task id."""
-    query = EventRecord.select().where(EventRecord.uuid.in_(keys) & EventRecord.deleted.is_null())
-    return {r.uuid: StoredEvent.from_record(r) for r in query}
+    """The live events among ``keys``, by task id (an unreadable one is left out)."""
+    query = EventRecord.select(*_COLUMNS).where(
+        EventRecord.uuid.in_(list(keys)) & EventRecord.deleted.is_null()
+    )
+    readable, _ = _read_rows(query)
+    return {e.uuid: e for e in readable}
+
+
+_COLUMNS = tuple(EventRecord._meta.sorted_fields)
+_UUID_AT = _COLUMNS.index(EventRecord.uuid)
+_STORED_FIELDS = tuple(f.name for f in dataclasses.fields(StoredEvent))
+
+
+def _read_rows(query: Any) -> tuple[list[StoredEvent], dict[uuidlib.UUID, str]]:
+    """Run ``query`` (selecting or returning ``_COLUMNS``) to the end, then convert each row.
+
+    The statement is finished before any row is converted, so a row that
+    cannot be read (a document too deep to decode) holds no cursor or lock
+    open; it comes back in the second value with the reason, by task id.
+    """
+    sql, params = query.sql()
+    raw = database_proxy.execute_sql(sql, params).fetchall()
+    events, unreadable = [], {}
+    for row in raw:
+        key = uuidlib.UUID(str(row[_UUID_AT]))
+        try:
+            values = {f.name: f.python_value(v) for f, v in zip(_COLUMNS, row, strict=True)}
+            values["status"] = EventStatus(values["status"])
+            events.append(StoredEvent(**{n: values[n] for n in _STORED_FIELDS}))
+        except Exception as exc:  # whatever a stored row can hold, it must not stop the others
+            unreadable[key] = f"{type(exc).__name__}: {exc}"
+    return events, unreadable
 
 
 def claim_events(
-    keys: Sequence[uuidlib.UUID], claimant: str | None, lease: float
-) -> tuple[list[StoredEvent], dict[uuidlib.UUID, StoredEvent]]:
+    keys: Sequence[uuidlib.UUID], claimant: str | None, lease: float, holder: str | None = None
+) -> tuple[list[StoredEvent], dict[uuidlib.UUID, StoredEvent], dict[uuidlib.UUID, str]]:
     """Take events into ``102 Processing`` for ``claimant`` (a broker message); one statement.
 
-    Returns the claimed events in ``keys`` order, and the other live events
-    among ``keys`` (final, or held by another message for less than ``lease``
-    seconds). The same claimant takes its own events back at once.
+    Returns the claimed events in ``keys`` order; the other live events among
+    ``keys`` (final, or held by another message for less than ``lease``
+    seconds); and claimed events that cannot be read, with the reason. The
+    same claimant takes its own events back at once. ``holder`` names the
+    worker running them (``workers.release_dead``).
     """
     now = utcnow()
     held_by_us = (
@@ -161,21 +193,26 @@ def claim_events(
         attempts=EventRecord.attempts + 1,
         updated=now,
         claimed_by=claimant,
+        holder=holder,
     ).where(EventRecord.uuid.in_(list(keys)) & EventRecord.deleted.is_null() & takeable)
     if supports_returning(database_proxy):
-        rows = {r.uuid: StoredEvent.from_record(r) for r in claim.returning(EventRecord).execute()}
-        unclaimed = [k for k in keys if k not in rows]
+        claimed, unreadable = _read_rows(claim.returning(*_COLUMNS))
+        rows = {e.uuid: e for e in claimed}
+        unclaimed = [k for k in keys if k not in rows and k not in unreadable]
         others = live_events(unclaimed) if unclaimed else {}
     else:  # MySQL: no RETURNING; read back what this claim marked
         claim.execute()
-        everything = live_events(keys)
+        query = EventRecord.select(*_COLUMNS).where(
+            EventRecord.uuid.in_(list(keys)) & EventRecord.deleted.is_null()
+        )
+        everything, unreadable = _read_rows(query)
         rows = {
-            k: r
-            for k, r in everything.items()
-            if r.status is EventStatus.PROCESSING and r.claimed_by == claimant
+            e.uuid: e
+            for e in everything
+            if e.status is EventStatus.PROCESSING and e.claimed_by == claimant
         }
-        others = {k: r for k, r in everything.items() if k not in rows}
-    return [rows[k] for k in dict.fromkeys(keys) if k in rows], others
+        others = {e.uuid: e for e in everything if e.uuid not in rows}
+    return [rows[k] for k in dict.fromkeys(keys) if k in rows], others, unreadable
 
 
 def previous_runs(keys: Sequence[uuidlib.UUID]) -> dict[uuidlib.UUID, dict[str, RunStatus]]:
@@ -312,12 +349,16 @@ def purge(
     older_than: datetime,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    final_only: bool = False,
 ) -> int:
     """Delete events created before ``older_than`` (and their route runs); return how many.
 
-    ``progress(done, total)`` is called after each chunk.
+    ``final_only`` keeps events still waiting or running. ``progress(done,
+    total)`` is called after each chunk.
     """
     query = EventRecord.select(EventRecord.uuid).where(EventRecord.created < older_than)
+    if final_only:
+        query = query.where(EventRecord.status.in_([int(s) for s in EventStatus if s.final]))
     if limit is not None:
         query = query.order_by(EventRecord.created).limit(limit)
     ids = [row.uuid for row in query]

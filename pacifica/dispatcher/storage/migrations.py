@@ -16,6 +16,7 @@ from pacifica.dispatcher.storage.schema import (
     SchemaInfo,
     Subscription,
     SubscriptionRevision,
+    WorkerBeat,
 )
 
 Migration = Callable[[peewee.Database], None]
@@ -51,6 +52,16 @@ def _add_event_claimant(database: peewee.Database) -> None:
     if "claimed_by" not in {c.name for c in database.get_columns(table)}:
         migrator = SchemaMigrator.from_database(database)
         migrate(migrator.add_column(table, "claimed_by", EventRecord.claimed_by))
+
+
+@migration(4, "worker heartbeats; which worker holds an event or a delivery")
+def _add_worker_heartbeats(database: peewee.Database) -> None:
+    database.create_tables([WorkerBeat])
+    migrator = SchemaMigrator.from_database(database)
+    for model in (EventRecord, Delivery):  # a new database has them from migrations 1 and 2
+        table = model._meta.table_name
+        if "holder" not in {c.name for c in database.get_columns(table)}:
+            migrate(migrator.add_column(table, "holder", model.holder))  # with its index
 
 
 def code_schema_version() -> int:

@@ -81,6 +81,8 @@ class EventRecord(BaseModel):
     deleted = UTCDateTimeField(null=True)
     # The broker message that holds the event while it is '102 Processing'.
     claimed_by = peewee.CharField(max_length=255, null=True)
+    # The worker (see ``WorkerBeat``) whose process runs it then: a dead worker's events return.
+    holder = peewee.CharField(max_length=255, null=True, index=True)
 
     class Meta:
         table_name = "dispatcher_event"
@@ -158,6 +160,7 @@ class Delivery(BaseModel):
     attempts = peewee.IntegerField(default=0)
     next_attempt = UTCDateTimeField(null=True, index=True)
     lease_until = UTCDateTimeField(null=True)
+    holder = peewee.CharField(max_length=255, null=True)  # the worker attempting it
     enqueued = UTCDateTimeField(null=True)
     policy_status = peewee.IntegerField(null=True)
     policy_body = peewee.TextField(null=True)
@@ -194,3 +197,14 @@ class DeliveryAttempt(BaseModel):
 
     class Meta:
         table_name = "dispatcher_delivery_attempt"
+
+
+class WorkerBeat(BaseModel):
+    """One row per running worker: the last time it said it was alive."""
+
+    name = peewee.CharField(max_length=255, primary_key=True)
+    heartbeat = UTCDateTimeField(default=utcnow, index=True)
+    started = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "dispatcher_worker"

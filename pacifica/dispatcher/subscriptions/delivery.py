@@ -153,10 +153,14 @@ def attempt(
     settings: Settings,
     session: requests.Session,
     rand: Callable[[], float] = random.random,
+    holder: str | None = None,
 ) -> Outcome | None:
-    """Make one attempt at a delivery and record it; None when it is not due or another worker holds it."""
+    """Make one attempt at a delivery and record it; None when it is not due or another worker holds it.
+
+    ``holder`` names the worker making it (a dead worker's lease is given back early).
+    """
     lease = 2 * settings.request_timeout + 60
-    job = deliveries.claim(delivery_id, lease, utcnow())
+    job = deliveries.claim(delivery_id, lease, utcnow(), holder)
     if job is None:
         return None
     record, retry_in = decide(job, settings, session, rand)

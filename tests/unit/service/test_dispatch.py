@@ -186,9 +186,29 @@ def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path: Path) -> N
     database.execute_sql('UPDATE "dispatcher_schema" SET "version" = 2')
     with pytest.raises(SchemaMismatchError):
         check_schema(database)
-    assert sync_schema(database) == ["3: which message holds an event in processing"]
+    assert sync_schema(database) == [
+        "3: which message holds an event in processing",
+        "4: worker heartbeats; which worker holds an event or a delivery",
+    ]
     check_schema(database)
     assert "claimed_by" in {c.name for c in database.get_columns("dispatcher_event")}
+
+
+def test_schema_4_adds_heartbeats_and_holders_to_an_existing_database(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    sync_schema(database)
+    database.execute_sql('DROP INDEX "eventrecord_holder"')
+    for table in ("dispatcher_event", "dispatcher_delivery"):
+        database.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "holder"')
+    database.execute_sql('DROP TABLE "dispatcher_worker"')
+    database.execute_sql('UPDATE "dispatcher_schema" SET "version" = 3')
+    assert sync_schema(database) == [
+        "4: worker heartbeats; which worker holds an event or a delivery"
+    ]
+    check_schema(database)
+    for table in ("dispatcher_event", "dispatcher_delivery"):
+        assert "holder" in {c.name for c in database.get_columns(table)}
+    assert database.table_exists("dispatcher_worker")
 
 
 def test_unrouted_event_is_422(sqlite_db: peewee.Database, ingest_event: ReceivedEvent) -> None:

@@ -1,0 +1,85 @@
+"""The chores every worker runs in a background thread, on a schedule.
+
+Every ``WORKER_HEARTBEAT`` seconds: say this worker is alive, and take back
+what workers silent for ``WORKER_DEAD_AFTER`` held (their events are sent
+again at once). Every ``REQUEUE_INTERVAL``: sweep both outboxes for what the
+broker lost or was never sent. Every hour, when ``RETENTION_DAYS`` is set:
+purge final events older than that, with their records. A chore that fails
+(the database or broker away) is logged and tried again on the next tick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.service.outbox import Outbox
+from pacifica.dispatcher.storage import available, deliveries, events, utcnow, workers
+
+log = logging.getLogger(__name__)
+PURGE_EVERY = 3600.0  # seconds between retention purges
+
+
+def worker_name() -> str:
+    """This worker's name in heartbeats: host and process id (children of a pool share it)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Housekeeper:
+    """Runs the chores of one worker until ``stop`` is set."""
+
+    name: str
+    settings: Settings
+    events: Outbox[str]
+    deliveries: Outbox[int]
+    open_database: Callable[[], object]
+    stop: threading.Event = field(default_factory=threading.Event)
+    _next_sweep: float = 0.0
+    _next_purge: float = 0.0
+
+    def run(self) -> None:
+        """Do the chores every ``WORKER_HEARTBEAT`` seconds until stopped, then sign off."""
+        while not self.stop.is_set():
+            self.tick(time.monotonic())
+            self.stop.wait(self.settings.heartbeat_interval)
+        with contextlib.suppress(Exception), available():  # a dead database: it times out anyway
+            workers.forget(self.name)
+
+    def tick(self, now: float) -> None:
+        """One round of chores; a failure is logged and the next round tries again."""
+        try:
+            with available():
+                self.open_database()
+                workers.beat(self.name)
+                released = workers.release_dead(self.settings.worker_dead_after)
+                if released:
+                    log.warning("took back %d event(s) held by a dead worker", len(released))
+                    self.events.send(released)
+                if now >= self._next_sweep:
+                    self._next_sweep = now + self.settings.requeue_interval
+                    self.events.sweep(self.settings.requeue_after)
+                    self.deliveries.sweep(self.settings.requeue_after)
+                if self.settings.retention_days and now >= self._next_purge:
+                    self._next_purge = now + PURGE_EVERY
+                    self.purge(self.settings.retention_days)
+        except Exception:  # the housekeeper must outlive a database or broker outage
+            log.exception(
+                "worker housekeeping failed; trying again in %g s", self.settings.heartbeat_interval
+            )
+
+    def purge(self, days: float) -> int:
+        """Delete final events older than ``days`` days, with their route runs and deliveries."""
+        purged = events.purge(utcnow() - timedelta(days=days), final_only=True)
+        deliveries.purge_orphans()
+        if purged:
+            log.info("purged %d event(s) older than %g day(s) (RETENTION_DAYS)", purged, days)
+        return purged
