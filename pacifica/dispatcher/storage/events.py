@@ -143,8 +143,14 @@ def live_events(keys: Sequence[uuidlib.UUID]) -> dict[uuidlib.UUID, StoredEvent]
 
 
 _COLUMNS = tuple(EventRecord._meta.sorted_fields)
-_UUID_AT = _COLUMNS.index(EventRecord.uuid)
-_STORED_FIELDS = tuple(f.name for f in dataclasses.fields(StoredEvent))
+_NAMES = [c.name for c in _COLUMNS]  # (peewee's Field == builds SQL: look fields up by name)
+_UUID_AT = _NAMES.index("uuid")
+# For each field of StoredEvent: where its column is in a row, and how to read it.
+_READERS = tuple(
+    (_NAMES.index(f.name), EventRecord._meta.fields[f.name].python_value)
+    for f in dataclasses.fields(StoredEvent)
+)
+_STATUS_AT = [f.name for f in dataclasses.fields(StoredEvent)].index("status")
 
 
 def _read_rows(query: Any) -> tuple[list[StoredEvent], dict[uuidlib.UUID, str]]:
@@ -160,9 +166,9 @@ def _read_rows(query: Any) -> tuple[list[StoredEvent], dict[uuidlib.UUID, str]]:
     for row in raw:
         key = uuidlib.UUID(str(row[_UUID_AT]))
         try:
-            values = {f.name: f.python_value(v) for f, v in zip(_COLUMNS, row, strict=True)}
-            values["status"] = EventStatus(values["status"])
-            events.append(StoredEvent(**{n: values[n] for n in _STORED_FIELDS}))
+            values = [read(row[at]) for at, read in _READERS]
+            values[_STATUS_AT] = EventStatus(values[_STATUS_AT])
+            events.append(StoredEvent(*values))
         except Exception as exc:  # whatever a stored row can hold, it must not stop the others
             unreadable[key] = f"{type(exc).__name__}: {exc}"
     return events, unreadable
