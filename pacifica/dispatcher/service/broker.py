@@ -1,4 +1,6 @@
-"""The embedded broker: kombu's filesystem transport, made safe for a reader racing a writer.
+"""kombu transports fixed for the faults a dispatcher must survive (kombu lives here and in the worker).
+
+The embedded broker: kombu's filesystem transport, made safe for a reader racing a writer.
 
 kombu writes a message file in place, so a worker listing the queue folder
 can take a file that is still empty and die on the JSON error ("Unrecoverable
@@ -7,6 +9,14 @@ reader's pattern does not match and renamed into the queue only when
 complete; and a message that still cannot be decoded (truncated by a full
 disk, written by something else) is logged and dropped instead of ending the
 worker: the database still holds its events, and the sweeper sends them again.
+
+Redis: when the broker goes away, Celery closes the connection, and kombu
+forgets its parameters; a task that finishes during the outage then
+acknowledges through a new client built from those missing parameters and
+fails with ``AttributeError`` ('NoneType' object has no attribute
+'hostname'), which Celery takes as unrecoverable: the worker exits. Here that
+case is the connection error it is, so the worker reconnects instead (the
+unacknowledged message comes back later and finds its events final).
 """
 
 from __future__ import annotations
@@ -20,7 +30,8 @@ from time import monotonic
 from typing import Any
 
 from kombu.exceptions import ChannelError
-from kombu.transport import filesystem
+from kombu.transport import filesystem, redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +66,25 @@ class Transport(filesystem.Transport):
     Channel = Channel
 
 
+class RedisChannel(redis.Channel):
+    """A Redis channel that reports a closed connection as a connection error."""
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        if self.connection.client is None:  # closed by the consumer after the broker went away
+            raise RedisConnectionError("the connection to the broker is closed")
+        return super()._connparams(asynchronous)  # type: ignore[no-untyped-call]  # kombu: unannotated
+
+
+class RedisTransport(redis.Transport):
+    """kombu's Redis transport with ``RedisChannel``."""
+
+    Channel = RedisChannel
+
+
 def _remove_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.remove(path)
 
 
-TRANSPORT = f"{__name__}:Transport"  # for Celery's ``broker_transport``
+TRANSPORT = f"{__name__}:Transport"  # for Celery's ``broker_transport``: the embedded broker
+REDIS_TRANSPORT = f"{__name__}:RedisTransport"

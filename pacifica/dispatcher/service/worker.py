@@ -25,6 +25,7 @@ from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.errors import StorageUnavailableError
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.service import dispatch
+from pacifica.dispatcher.service.broker import REDIS_TRANSPORT
 from pacifica.dispatcher.service.broker import TRANSPORT as EMBEDDED_TRANSPORT
 from pacifica.dispatcher.service.housekeeping import Housekeeper, worker_name
 from pacifica.dispatcher.service.outbox import Outbox, delivery_outbox, event_outbox
@@ -142,6 +143,8 @@ def create_celery(settings: Settings, router: Router, name: str = "pacifica.disp
     )
     if settings.embedded_broker:
         app.conf.broker_transport = EMBEDDED_TRANSPORT
+    elif settings.effective_broker_url.startswith("redis://"):
+        app.conf.broker_transport = REDIS_TRANSPORT
     app.dispatcher_context = WorkerContext(
         settings,
         router,
