@@ -136,5 +136,10 @@ def claim_unsent(
 
 def value_of(cls: type[T], record: peewee.Model, **converted: Any) -> T:
     """A typed row (a dataclass) from a peewee model instance: fields read by name, some converted."""
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
     return cls(**{n: converted[n] if n in converted else getattr(record, n) for n in names})
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
