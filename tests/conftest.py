@@ -121,7 +121,6 @@ def outbox_of(publish: Callable[[list[str]], list[str]]) -> Any:
 # Used by tests/unit/test_hostile_input.py and tests/integration/test_hostile.py.
 
 import threading  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
 
 

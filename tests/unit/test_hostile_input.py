@@ -23,15 +23,16 @@ from urllib.parse import unquote
 import pytest
 import requests
 
-from pacifica.dispatcher import delivery, dispatch
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.intake import Intake
 from pacifica.dispatcher.router import Router
-from pacifica.dispatcher.storage import Delivery
-from pacifica.dispatcher.subscription_handler import SubscriptionHandler, add_subscription_route
+from pacifica.dispatcher.service import dispatch
+from pacifica.dispatcher.service.intake import Intake
+from pacifica.dispatcher.service.web import EventMatch, create_app
+from pacifica.dispatcher.storage.schema import Delivery
+from pacifica.dispatcher.subscriptions import delivery
+from pacifica.dispatcher.subscriptions.route import SubscriptionHandler, add_subscription_route
 from pacifica.dispatcher.testing import event_from_dict
-from pacifica.dispatcher.web import EventMatch, create_app
-from tests.conftest import StubRequest, StubServer, WSGIClient, WSGIResponse
+from tests.conftest import StubRequest, StubServer, WSGIClient, WSGIResponse, outbox_of
 
 REPO = Path(__file__).resolve().parents[2]
 ALICE = {"Http-Remote-User": "alice"}
@@ -48,7 +49,11 @@ def api(tmp_path: Path, **env: str) -> WSGIClient:
     """The receiver, status API and /eventmatch, as the stand-alone service mounts them."""
     settings = settings_for(tmp_path, **env)
     return WSGIClient(
-        create_app(settings, Intake(lambda ids: ids).submit, {"eventmatch": EventMatch(settings)})
+        create_app(
+            settings,
+            Intake(outbox_of(lambda ids: ids)).submit,
+            {"eventmatch": EventMatch(settings)},
+        )
     )
 
 
@@ -195,11 +200,11 @@ def test_credentials_in_the_target_url_are_refused_pointing_to_auth(tmp_path: Pa
 
 
 def routed(sent: list[int]) -> Router:
-    """The registry's route, its due deliveries collected in ``sent`` instead of a broker."""
+    """The registry's route; ``deliveries_for`` collects its due deliveries in ``sent``."""
+    del sent  # the due deliveries reach ``sent`` through the run context (deliveries_for)
     router = Router()
     handler = add_subscription_route(router).event_handler
     assert isinstance(handler, SubscriptionHandler)
-    handler.send = sent.extend
     return router
 
 
@@ -208,7 +213,7 @@ def deliveries_for(router: Router, sent: list[int], *event_ids: str) -> list[int
     for event_id in event_ids:
         document = {**V1, "id": event_id, "type": "org.example.hostile"}
         [accepted] = dispatch.accept([event_from_dict(document)])
-        dispatch.process(accepted.uuid, router)
+        dispatch.process(accepted.uuid, router, send_deliveries=sent.extend)
     return list(sent)
 
 
