@@ -23,7 +23,12 @@ from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.service.intake import Intake
 from pacifica.dispatcher.service.outbox import Outbox
 from pacifica.dispatcher.service.web import EventMatch, create_app, serve
-from pacifica.dispatcher.service.worker import WorkerContext, create_celery, default_router
+from pacifica.dispatcher.service.worker import (
+    WorkerContext,
+    create_celery,
+    default_router,
+    worker_arguments,
+)
 from pacifica.dispatcher.storage import check_schema, open_database, schema_version, sync_schema
 from pacifica.dispatcher.subscriptions import SubscriptionRoute
 
@@ -100,8 +105,11 @@ def open_checked_database(settings: Settings) -> Any:
     return database
 
 
-def worker_command(worker_app: str, settings: Settings, loglevel: str = "INFO") -> list[str]:
-    """The command line of a Celery worker for ``worker_app`` (``module:attribute``)."""
+def worker_command(
+    worker_app: str, settings: Settings, loglevel: str = "INFO", deliveries: bool = False
+) -> list[str]:
+    """The command line of a Celery worker for ``worker_app`` (``module:attribute``): the
+    events pool, or with ``deliveries`` the webhook deliveries' pool."""
     return [
         sys.executable,
         "-m",
@@ -111,17 +119,18 @@ def worker_command(worker_app: str, settings: Settings, loglevel: str = "INFO") 
         "worker",
         "--loglevel",
         loglevel,
-        "--concurrency",
-        str(settings.worker_concurrency),
+        *worker_arguments(settings, deliveries),
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
     ]
 
 
-def start_worker_process(worker_app: str, settings: Settings) -> subprocess.Popen[bytes]:
+def start_worker_process(
+    worker_app: str, settings: Settings, deliveries: bool = False
+) -> subprocess.Popen[bytes]:
     """Start a worker in a child process with this environment and these settings."""
-    command = worker_command(worker_app, settings)
+    command = worker_command(worker_app, settings, deliveries=deliveries)
     log.info("starting worker: %s", " ".join(command))
     return subprocess.Popen(command, env={**os.environ, **settings.to_env()})
 
@@ -151,12 +160,20 @@ def run_server(
     open_checked_database(service.settings)
     if with_worker is None:
         with_worker = service.settings.embedded_broker
-    worker = start_worker_process(worker_app, service.settings) if with_worker else None
-    on_stop: Callable[[], None] | None = None
-    if worker is not None:
-        on_stop = lambda: stop_process(worker)  # noqa: E731
-    try:
-        serve(service.wsgi_app(mounts), host, port, config_file, on_stop)
-    finally:
-        if worker is not None:
+    workers = (
+        [
+            start_worker_process(worker_app, service.settings, deliveries)
+            for deliveries in (False, True)
+        ]
+        if with_worker
+        else []
+    )
+
+    def stop_workers() -> None:
+        for worker in workers:
             stop_process(worker)
+
+    try:
+        serve(service.wsgi_app(mounts), host, port, config_file, stop_workers if workers else None)
+    finally:
+        stop_workers()

@@ -12,6 +12,7 @@ from pacifica.dispatcher.storage.schema import (
     Delivery,
     DeliveryAttempt,
     EventRecord,
+    HostSlot,
     RouteRun,
     SchemaInfo,
     Subscription,
@@ -51,6 +52,12 @@ def _add_event_claimant(database: peewee.Database) -> None:
     if "claimed_by" not in {c.name for c in database.get_columns(table)}:
         migrator = SchemaMigrator.from_database(database)
         migrate(migrator.add_column(table, "claimed_by", EventRecord.claimed_by))
+
+
+# Migration 4 is issue 11's (taken in parallel); this one is 5 so the two merge in order.
+@migration(5, "per-host delivery slots (concurrent deliveries per target host)")
+def _create_host_slots(database: peewee.Database) -> None:
+    database.create_tables([HostSlot])
 
 
 def code_schema_version() -> int:

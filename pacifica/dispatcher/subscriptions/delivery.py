@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -39,6 +39,7 @@ BACKOFF_CAP = 3600.0
 EXCERPT_BYTES = 1024  # of each answer, recorded
 RETRYABLE = frozenset({408, 429})
 LEASE_MARGIN = 60.0  # seconds a lease outlives an attempt's two deadlines
+HOST_BUSY_WAIT = 10.0  # most seconds (plus one) a delivery waits for a busy host's slot
 
 
 class Verdict(Enum):
@@ -152,6 +153,16 @@ class Outcome:
     retry_in: float | None = None
 
 
+def host_key(url: str) -> str:
+    """The ``host:port`` a target URL reaches (what ``DELIVERY_HOST_LIMIT`` counts)."""
+    parsed = urlsplit(url)
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    return f"{(parsed.hostname or '')[:280]}:{port}"
+
+
 def lease_for(settings: Settings) -> float:
     """Seconds a delivery is leased for one attempt: always longer than the attempt can take.
 
@@ -170,9 +181,15 @@ def attempt(
 ) -> Outcome | None:
     """Make one attempt at a delivery and record it; None when it is not due or another worker holds it."""
     lease = lease_for(settings)
-    job = deliveries.claim(delivery_id, lease, utcnow())
+    now = utcnow()
+    job = deliveries.claim(delivery_id, lease, now)
     if job is None:
         return None
+    host = host_key(job.subscription.target_url)
+    if not deliveries.take_host_slot(host, job.id, settings.delivery_host_limit, lease, now):
+        deliveries.release_claim(job)  # not an attempt: try again when a slot may be free
+        wait = 1.0 + rand() * min(settings.request_timeout, HOST_BUSY_WAIT)
+        return Outcome(DeliveryStatus.PENDING, wait)
     record, retry_in = decide(job, settings, session, rand)
     deliveries.record_attempt(job, record, settings.disable_after)
     return Outcome(record.status, retry_in)

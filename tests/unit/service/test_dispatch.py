@@ -171,7 +171,10 @@ def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path):
     database.execute_sql('UPDATE "dispatcher_schema" SET "version" = 2')
     with pytest.raises(SchemaMismatchError):
         check_schema(database)
-    assert sync_schema(database) == ["3: which message holds an event in processing"]
+    assert sync_schema(database) == [
+        "3: which message holds an event in processing",
+        "5: per-host delivery slots (concurrent deliveries per target host)",
+    ]
     check_schema(database)
     assert "claimed_by" in {c.name for c in database.get_columns("dispatcher_event")}
 
