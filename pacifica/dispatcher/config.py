@@ -218,7 +218,7 @@ class Settings:
     )
     jsonpath_budget: int = _setting(
         "JSONPATH_BUDGET",
-        200000,
+        1000000,
         "Evaluation steps (Python calls) one subscription's JSONPath may take on one event; "
         "a subscription over budget is disabled with the reason.",
         _positive_int,

@@ -299,9 +299,8 @@ def forget_parent_connection(**_: Any) -> None:
 
 def default_router(settings: Settings) -> Router:
     """The stand-alone service's router: the subscription registry's route."""
-    del settings
     router = Router()
-    add_subscription_route(router)
+    add_subscription_route(router, jsonpath_budget=settings.jsonpath_budget)
     return router
 
 
