@@ -9,6 +9,7 @@ receiver and for CherryPy alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -20,6 +21,7 @@ from http import HTTPStatus
 from typing import Any
 
 import cherrypy
+from cheroot.server import HTTPConnection, HTTPRequest
 
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.errors import (
@@ -424,6 +426,31 @@ def create_app(
     return Receiver(settings, accept, cherrypy.Application(root, "", app_config()))
 
 
+class JSONErrorRequest(HTTPRequest):
+    """CherryPy's server's request, answering malformed HTTP (bad request line, headers or
+    Content-Length) with the same JSON error shape as the application."""
+
+    def simple_response(self, status: Any, msg: str = "") -> None:
+        """Write a JSON error answer (the server's own, for requests the app never sees)."""
+        status = str(status)
+        if status[:3] in {"413", "414"}:
+            self.close_connection = True
+        body = encode_json({"status": status, "message": str(msg or status)})
+        head = (
+            f"{self.server.protocol} {status}\r\nContent-Length: {len(body)}\r\n"
+            "Content-Type: application/json\r\n"
+            + ("Connection: close\r\n" if self.close_connection else "")
+        )
+        with contextlib.suppress(OSError):  # the client is gone: nothing to answer
+            self.conn.wfile.write(head.encode("ISO-8859-1") + b"\r\n" + body)
+
+
+class JSONErrorConnection(HTTPConnection):
+    """A connection of CherryPy's server whose requests answer malformed HTTP as JSON."""
+
+    RequestHandlerClass = JSONErrorRequest
+
+
 def serve(
     app: Receiver,
     host: str,
@@ -436,7 +463,9 @@ def serve(
         {
             "server.socket_host": host,
             "server.socket_port": port,
-            "server.thread_pool": 16,
+            # Each slow client holds a thread; the socket timeout bounds each silent wait.
+            "server.thread_pool": app.settings.server_threads,
+            "server.socket_timeout": app.settings.server_socket_timeout,
             "server.socket_queue_size": 128,  # a burst of new clients is not refused
             "engine.autoreload.on": False,
             # Errors and accesses reach the root logger (the CLI configures it); no second copy.
@@ -448,6 +477,9 @@ def serve(
         cherrypy.config.update(config_file)
         app.fallback.merge(config_file)
     cherrypy.tree.graft(app, "")
+    server = cherrypy.server
+    server.httpserver, server.bind_addr = server.httpserver_from_self()
+    server.httpserver.ConnectionClass = JSONErrorConnection
     if on_stop is not None:
         cherrypy.engine.subscribe("stop", on_stop)
     if hasattr(cherrypy.engine, "signal_handler"):
