@@ -44,6 +44,7 @@ setup(
             "pytest>=8",
             "pytest-timeout>=2.3",
             "gunicorn>=21",
+            "hypothesis>=6.100",
             "ruff>=0.5",
             "types-psycopg2",
             "types-PyYAML",

@@ -119,3 +119,86 @@ def outbox_of(publish: Callable[[list[str]], list[str]]) -> Any:
     from pacifica.dispatcher.service.outbox import event_outbox
 
     return event_outbox(lambda ids, delay: publish(ids), lease=3600).send
+
+
+# --- issue 12 (hostile input): a scriptable HTTP server on loopback --------------------------
+# Used by tests/unit/test_hostile_input.py and tests/integration/test_hostile.py.
+
+import threading  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+
+
+@dataclass
+class StubRequest:
+    """One request a ``StubServer`` received; ``answer`` writes a complete response."""
+
+    handler: BaseHTTPRequestHandler
+    method: str
+    path: str  # the raw request-target, exactly as the client sent it
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def answer(self, status: int, body: bytes = b"{}") -> None:
+        self.handler.send_response(status)
+        self.handler.send_header("Content-Type", "application/json")
+        self.handler.send_header("Content-Length", str(len(body)))
+        self.handler.end_headers()
+        self.handler.wfile.write(body)
+
+
+@dataclass
+class StubServer:
+    """A threaded HTTP server whose ``respond`` decides every answer; it records each request."""
+
+    respond: Callable[[StubRequest], None]
+    host: str = "127.0.0.1"
+    received: list[StubRequest] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    server: ThreadingHTTPServer | None = None
+
+    def start(self) -> StubServer:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                request = StubRequest(
+                    self, self.command, self.path, dict(self.headers), self.rfile.read(length)
+                )
+                with stub.lock:
+                    stub.received.append(request)
+                try:
+                    stub.respond(request)
+                except OSError:  # the client hung up: what some tests want
+                    self.close_connection = True
+
+            do_GET = do_POST = _handle
+
+            def log_message(self, *args: object) -> None:
+                del args
+
+        self.server = ThreadingHTTPServer((self.host, 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://{self.host}:{self.server.server_address[1]}"
+
+    def seen(self, path_prefix: str = "") -> list[StubRequest]:
+        with self.lock:
+            return [r for r in self.received if r.path.startswith(path_prefix)]
+
+    def stop(self) -> None:
+        self.stopping.set()  # responders that wait or trickle watch this and give up
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()

@@ -74,7 +74,12 @@ def _add_worker(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     worker = commands.add_parser("worker", help="run a Celery worker against BROKER_URL")
     worker.add_argument("--concurrency", type=int, help="worker processes [WORKER_CONCURRENCY]")
     worker.add_argument("--loglevel", default="INFO", help="Celery log level [INFO]")
-    worker.add_argument("--pool", default="prefork", help="Celery pool: prefork, solo, threads")
+    worker.add_argument("--pool", default=None, help="Celery pool: prefork, solo, threads")
+    worker.add_argument(
+        "--deliveries",
+        action="store_true",
+        help="run the webhook deliveries' pool (DELIVERY_CONCURRENCY threads) instead of events",
+    )
 
 
 def _add_db(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -221,7 +226,7 @@ def _run(
     built = service.build(settings, router)
     if command == "worker":
         service.open_checked_database(settings)
-        return _worker(built.celery, args)
+        return _worker(built.celery, args, settings)
     host = getattr(args, "host", "127.0.0.1")
     port = getattr(args, "port", 8069)
     service.run_server(
@@ -235,8 +240,13 @@ def _run(
     return 0
 
 
-def _worker(celery_app: object, args: argparse.Namespace) -> int:
-    argv = ["worker", "--loglevel", args.loglevel, "--pool", args.pool, "--without-gossip"]
+def _worker(celery_app: object, args: argparse.Namespace, settings: Settings) -> int:
+    from pacifica.dispatcher.service.worker import worker_arguments
+
+    argv = ["worker", "--loglevel", args.loglevel, "--without-gossip"]
+    argv += worker_arguments(settings, deliveries=args.deliveries)  # later options win
+    if args.pool:
+        argv += ["--pool", args.pool]
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
     celery_app.worker_main(argv)  # type: ignore[attr-defined]

@@ -45,6 +45,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _networks(text: str) -> str:
+    from ipaddress import ip_network
+
+    for entry in text.replace(",", " ").split():
+        ip_network(entry, strict=False)  # ValueError names the bad entry
+    return text
+
+
 def _setting(env: str, default: Any, doc: str, parse: Callable[[str], Any] = str) -> Any:
     return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
 
@@ -216,6 +224,49 @@ class Settings:
         "TRANSFER_TIMEOUT",
         180.0,
         "Seconds to wait for a cart to be ready or an ingest job to finish.",
+        _positive_float,
+    )
+    # Issue 12 (hostile input and noisy neighbours): outgoing addresses, delivery pool, budgets.
+    allowed_target_networks: str | None = _setting(
+        "ALLOWED_TARGET_NETWORKS",
+        None,
+        "Comma-separated CIDR networks webhook targets may reach although they are internal "
+        "(loopback, private, link-local, unique-local...; e.g. '127.0.0.0/8, ::1/128'); "
+        "unset: only globally routable addresses.",
+        _networks,
+    )
+    delivery_concurrency: int = _setting(
+        "DELIVERY_CONCURRENCY",
+        8,
+        "Delivery worker threads (webhooks run on their own queue and pool, started by `serve` "
+        "and `worker --deliveries`).",
+        _positive_int,
+    )
+    delivery_host_limit: int = _setting(
+        "DELIVERY_HOST_LIMIT",
+        4,
+        "Most deliveries in flight to one target host:port across all workers; keep it below "
+        "DELIVERY_CONCURRENCY so a slow host cannot hold every delivery thread.",
+        _positive_int,
+    )
+    jsonpath_budget: int = _setting(
+        "JSONPATH_BUDGET",
+        1000000,
+        "Evaluation steps (Python calls) one subscription's JSONPath may take on one event; "
+        "a subscription over budget is disabled with the reason.",
+        _positive_int,
+    )
+    server_threads: int = _setting(
+        "SERVER_THREADS",
+        64,
+        "Threads of the built-in HTTP server (`serve`): how many slow clients it can hold "
+        "while still answering others.",
+        _positive_int,
+    )
+    server_socket_timeout: float = _setting(
+        "SERVER_SOCKET_TIMEOUT",
+        10.0,
+        "Built-in server: seconds a client may stay silent while sending headers or body.",
         _positive_float,
     )
 

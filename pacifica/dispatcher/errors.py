@@ -113,6 +113,10 @@ class InvalidSubscriptionError(DispatcherError, ValueError):
         self.field = field
 
 
+class JSONPathBudgetError(DispatcherError, RuntimeError):
+    """Evaluating a subscription's JSONPath on one event took more steps than its budget."""
+
+
 class AuthenticationRequiredError(DispatcherError, PermissionError):
     """The request carries no user and no default user is configured."""
 

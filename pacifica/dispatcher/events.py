@@ -98,7 +98,7 @@ def parse_http(headers: Mapping[str, str], body: bytes) -> list[ReceivedEvent]:
     lowered = {k.lower(): v for k, v in headers.items()}
     content_type = lowered.get("content-type")
     if "ce-specversion" in lowered:
-        return [parse_binary(lowered, body)]
+        return check_limits([parse_binary(lowered, body)], body)
     kind = media_type(content_type)
     if kind == BATCH:
         items = _load_json(body)
@@ -106,9 +106,9 @@ def parse_http(headers: Mapping[str, str], body: bytes) -> list[ReceivedEvent]:
             raise InvalidEventError("a batch must be a JSON array of events")
         if not items:
             raise InvalidEventError("a batch must hold at least one event")
-        return [parse_document(item, index=i) for i, item in enumerate(items)]
+        return check_limits([parse_document(item, index=i) for i, item in enumerate(items)], body)
     if kind == STRUCTURED or is_json_media_type(kind):
-        return [parse_document(_load_json(body))]
+        return check_limits([parse_document(_load_json(body))], body)
     if not kind:
         raise UnsupportedContentTypeError(
             "Content-Type is missing; send application/json, "
@@ -338,3 +338,59 @@ def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
 def to_document(event: CloudEvent) -> dict[str, Any]:
     """The structured JSON object of an event (as its structured-mode body would carry)."""
     return json.loads(to_structured(event)[1])  # type: ignore[no-any-return]
+
+
+# --- attribute limits (issue 12): what every database can store, checked before storing ---
+
+# The stored attributes and their column lengths (storage/schema.py's EventRecord).
+ATTRIBUTE_LIMITS = {"id": 255, "type": 255, "source": 1024, "datacontenttype": 255}
+_LEGACY_NAMES = {"id": "eventID", "type": "eventType", "datacontenttype": "contentType"}
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def check_limits(events: list[ReceivedEvent], body: bytes = b"") -> list[ReceivedEvent]:
+    """Refuse events no database can store as sent: over-long attributes, NUL, lone surrogates.
+
+    SQLite ignores column lengths and PostgreSQL refuses NUL characters, so
+    these are checked here, the same on every database. A lone surrogate
+    (valid JSON text, ``"\\ud800"``) cannot be encoded as UTF-8 anywhere in
+    the document; the body is scanned for the escape first, so only suspicious
+    bodies are walked.
+
+    Raises:
+        InvalidEventError: the message names the attribute.
+    """
+    suspicious = _ESCAPED_SURROGATE.search(body) is not None or not body
+    for received in events:
+        legacy = "cloudEventsVersion" in received.document
+        for name, limit in ATTRIBUTE_LIMITS.items():
+            shown = _LEGACY_NAMES.get(name, name) if legacy else name
+            value = received.event.get_attributes().get(name)
+            if not isinstance(value, str):
+                continue
+            if len(value) > limit:
+                raise InvalidEventError(
+                    f"attribute '{shown}' is longer than {limit} characters", attribute=shown
+                )
+            if "\x00" in value:
+                raise InvalidEventError(
+                    f"attribute '{shown}' holds a NUL character", attribute=shown
+                )
+        if suspicious:
+            _refuse_lone_surrogates(received.document)
+    return events
+
+
+def _refuse_lone_surrogates(document: dict[str, Any]) -> None:
+    for name, value in document.items():
+        try:
+            json.dumps({name: value}, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEventError(
+                f"attribute '{_printable(name)}' holds a lone surrogate (not valid Unicode)",
+                attribute=_printable(name),
+            ) from None
+
+
+def _printable(name: str) -> str:
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -282,7 +282,13 @@ def base_env(workdir: Path, **overrides: str) -> dict[str, str]:
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "PEEWEE_URL")
     }
     env.update(
-        {"DISPATCHER_DATA_DIR": str(workdir / "data"), "PYTHONUNBUFFERED": "1", **FAST_RECOVERY}
+        {
+            "DISPATCHER_DATA_DIR": str(workdir / "data"),
+            "PYTHONUNBUFFERED": "1",
+            # Webhook targets here are stubs on loopback, which the address policy refuses.
+            "ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
+            **FAST_RECOVERY,
+        }
     )
     env.update(overrides)
     return env

@@ -26,7 +26,12 @@ from pacifica.dispatcher.service.intake import Intake
 from pacifica.dispatcher.service.outbox import Outbox
 from pacifica.dispatcher.service.supervisor import Supervisor
 from pacifica.dispatcher.service.web import EventMatch, create_app, serve, stop_serving
-from pacifica.dispatcher.service.worker import WorkerContext, create_celery, default_router
+from pacifica.dispatcher.service.worker import (
+    WorkerContext,
+    create_celery,
+    default_router,
+    worker_arguments,
+)
 from pacifica.dispatcher.storage import (
     available,
     check_schema,
@@ -131,8 +136,11 @@ def open_checked_database(settings: Settings) -> Any:
     return database
 
 
-def worker_command(worker_app: str, settings: Settings, loglevel: str = "INFO") -> list[str]:
-    """The command line of a Celery worker for ``worker_app`` (``module:attribute``)."""
+def worker_command(
+    worker_app: str, settings: Settings, loglevel: str = "INFO", deliveries: bool = False
+) -> list[str]:
+    """The command line of a Celery worker for ``worker_app`` (``module:attribute``): the
+    events pool, or with ``deliveries`` the webhook deliveries' pool."""
     return [
         sys.executable,
         "-m",
@@ -142,17 +150,18 @@ def worker_command(worker_app: str, settings: Settings, loglevel: str = "INFO") 
         "worker",
         "--loglevel",
         loglevel,
-        "--concurrency",
-        str(settings.worker_concurrency),
+        *worker_arguments(settings, deliveries),
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
     ]
 
 
-def start_worker_process(worker_app: str, settings: Settings) -> subprocess.Popen[bytes]:
+def start_worker_process(
+    worker_app: str, settings: Settings, deliveries: bool = False
+) -> subprocess.Popen[bytes]:
     """Start a worker in a child process with this environment and these settings."""
-    command = worker_command(worker_app, settings)
+    command = worker_command(worker_app, settings, deliveries=deliveries)
     log.info("starting worker: %s", " ".join(command))
     return subprocess.Popen(command, env={**os.environ, **settings.to_env()})
 
@@ -182,14 +191,24 @@ def run_server(
         failures.append(reason)
         stop_serving()
 
-    worker = Supervisor(
-        "worker", lambda: start_worker_process(worker_app, service.settings), give_up
-    )
-    if with_worker:
+    def starter(deliveries: bool) -> Callable[[], subprocess.Popen[bytes]]:
+        return lambda: start_worker_process(worker_app, service.settings, deliveries)
+
+    workers = [
+        Supervisor(name, starter(deliveries), give_up)
+        for name, deliveries in (("worker", False), ("delivery worker", True))
+        if with_worker
+    ]
+    for worker in workers:
         worker.begin()
+
+    def stop_workers() -> None:
+        for worker in workers:
+            worker.stop()
+
     try:
-        serve(service.wsgi_app(mounts), host, port, config_file, worker.stop)
+        serve(service.wsgi_app(mounts), host, port, config_file, stop_workers)
     finally:
-        worker.stop()
+        stop_workers()
     if failures:
         raise ServiceError(failures[0])

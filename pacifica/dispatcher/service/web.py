@@ -9,15 +9,19 @@ receiver and for CherryPy alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import sys
+import unicodedata
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
 import cherrypy
+from cheroot.server import HTTPConnection, HTTPRequest
 
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.errors import (
@@ -38,6 +42,7 @@ from pacifica.dispatcher.service.dispatch import Acceptance
 from pacifica.dispatcher.storage import drop_connection, is_unavailable
 from pacifica.dispatcher.storage import events as stored_events
 from pacifica.dispatcher.subscriptions import registry
+from pacifica.dispatcher.subscriptions.addresses import policy_from
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +63,20 @@ ERROR_STATUS: dict[type[Exception], int] = {
     MethodNotAllowedError: 405,
 }
 MAX_PAGE = 1000
+MAX_OFFSET = 10**15  # beyond any table, within every database's 64-bit integers
+MAX_USER_LENGTH = 255  # the user column's length
+_DIGITS = re.compile(r"[0-9]{1,16}")
 
 
 def json_body(value: Any) -> bytes:
     """Serialise a response body as JSON and set the Content-Type."""
     cherrypy.response.headers["Content-Type"] = "application/json"
-    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+    return encode_json(value)
+
+
+def encode_json(value: Any) -> bytes:
+    """JSON as UTF-8; a lone surrogate in a message becomes its JSON escape, never an error."""
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def status_for(error: BaseException) -> int:
@@ -117,7 +130,7 @@ def error_response() -> None:
     cherrypy.response.headers["Content-Type"] = "application/json"
     if code == 503:
         cherrypy.response.headers["Retry-After"] = RETRY_AFTER
-    cherrypy.response.body = [json.dumps(body, ensure_ascii=False).encode("utf-8")]
+    cherrypy.response.body = [encode_json(body)]
 
 
 def read_body(limit: int) -> bytes:
@@ -161,18 +174,27 @@ def parse_task_id(task_id: str | None) -> str:
         raise InvalidTaskIdError(f"task id {task_id!r} is not a UUID") from None
 
 
-def page_arguments(params: dict[str, str]) -> tuple[int, int]:
-    """``limit`` (1..1000, default 100) and ``offset`` (>= 0) from query parameters.
+def page_arguments(params: Mapping[str, Any]) -> tuple[int, int]:
+    """``limit`` (1..1000, default 100) and ``offset`` (0..10**15) from query parameters.
+
+    Strict: ASCII digits only, each parameter at most once, no other parameter.
 
     Raises:
-        InvalidRequestError: a parameter is not such an integer (the message names it).
+        InvalidRequestError: a parameter is not such an integer, repeated or unknown
+            (the message names it).
     """
+    unknown = sorted(set(params) - {"limit", "offset"})
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown query parameter {unknown[0][:100]!r}; use limit, offset"
+        )
     values = {}
-    for name, default, low, high in (("limit", 100, 1, MAX_PAGE), ("offset", 0, 0, None)):
+    for name, default, low, high in (("limit", 100, 1, MAX_PAGE), ("offset", 0, 0, MAX_OFFSET)):
         text = params.get(name, str(default))
-        if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
-            bound = f"{low}..{high}" if high else f">= {low}"
-            raise InvalidRequestError(f"{name} must be an integer {bound}, got {text!r}")
+        if not isinstance(text, str):
+            raise InvalidRequestError(f"{name} must be given once")
+        if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
+            raise InvalidRequestError(f"{name} must be an integer {low}..{high}, got {text[:40]!r}")
         values[name] = int(text)
     return values["limit"], values["offset"]
 
@@ -245,7 +267,7 @@ class Receiver:
                 log.error("unhandled error receiving an event", exc_info=True)
             if code == 503:
                 headers.append(("Retry-After", RETRY_AFTER))
-        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        payload = encode_json(body)
         headers.append(("Content-Length", str(len(payload))))
         start_response(_status_line(code), headers)
         return [payload]
@@ -319,13 +341,15 @@ class EventMatch:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.policy = policy_from(settings.allowed_target_networks)
 
     def _user(self) -> str:
-        user = cherrypy.request.headers.get(self.settings.user_header) or self.settings.default_user
+        environ = cherrypy.request.wsgi_environ
+        header = self.settings.user_header
+        raw = environ.get("HTTP_" + header.upper().replace("-", "_"))
+        user = user_from_header(header, raw) if raw else self.settings.default_user
         if not user:
-            raise AuthenticationRequiredError(
-                f"the {self.settings.user_header} header is required to name the user"
-            )
+            raise AuthenticationRequiredError(f"the {header} header is required to name the user")
         return str(user)
 
     def _body(self) -> Any:
@@ -346,7 +370,7 @@ class EventMatch:
     def POST(self, *vpath: str) -> bytes:
         """Create a subscription; the server picks uuid, user, timestamps and version."""
         _no_more(vpath)
-        return json_body(registry.create(self._user(), self._body()))
+        return json_body(registry.create(self._user(), self._body(), self.policy))
 
     def PUT(self, key: str | None = None, *rest: str) -> bytes:
         """Update the fields a user may change."""
@@ -354,7 +378,7 @@ class EventMatch:
         user = self._user()
         if key is None:
             raise NotFoundError("PUT needs a subscription id: /eventmatch/<uuid>")
-        return json_body(registry.update(user, key, self._body()))
+        return json_body(registry.update(user, key, self._body(), self.policy))
 
     def DELETE(self, key: str | None = None, *rest: str) -> bytes:
         """Soft-delete a subscription; 200 with an empty body, as upstream."""
@@ -364,6 +388,28 @@ class EventMatch:
             raise NotFoundError("DELETE needs a subscription id: /eventmatch/<uuid>")
         registry.delete(user, key)
         return b""
+
+
+def user_from_header(header: str, raw: str) -> str:
+    """The user a header names, exactly: its bytes as UTF-8, nothing trimmed.
+
+    WSGI hands header values over as Latin-1 text; they are turned back into
+    bytes and decoded as UTF-8, so ``é`` stays ``é``.
+
+    Raises:
+        InvalidRequestError: not UTF-8, a control character, or longer than the user column.
+    """
+    try:
+        user = raw.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        raise InvalidRequestError(f"the {header} header (the user) is not UTF-8") from None
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in user):
+        raise InvalidRequestError(f"the {header} header (the user) holds a control character")
+    if len(user) > MAX_USER_LENGTH:
+        raise InvalidRequestError(
+            f"the {header} header (the user) is longer than {MAX_USER_LENGTH} characters"
+        )
+    return user
 
 
 def _no_more(rest: tuple[str, ...]) -> None:
@@ -395,6 +441,31 @@ def create_app(
     return Receiver(settings, accept, cherrypy.Application(root, "", app_config()))
 
 
+class JSONErrorRequest(HTTPRequest):
+    """CherryPy's server's request, answering malformed HTTP (bad request line, headers or
+    Content-Length) with the same JSON error shape as the application."""
+
+    def simple_response(self, status: Any, msg: str = "") -> None:
+        """Write a JSON error answer (the server's own, for requests the app never sees)."""
+        status = str(status)
+        if status[:3] in {"413", "414"}:
+            self.close_connection = True
+        body = encode_json({"status": status, "message": str(msg or status)})
+        head = (
+            f"{self.server.protocol} {status}\r\nContent-Length: {len(body)}\r\n"
+            "Content-Type: application/json\r\n"
+            + ("Connection: close\r\n" if self.close_connection else "")
+        )
+        with contextlib.suppress(OSError):  # the client is gone: nothing to answer
+            self.conn.wfile.write(head.encode("ISO-8859-1") + b"\r\n" + body)
+
+
+class JSONErrorConnection(HTTPConnection):
+    """A connection of CherryPy's server whose requests answer malformed HTTP as JSON."""
+
+    RequestHandlerClass = JSONErrorRequest
+
+
 def serve(
     app: Receiver,
     host: str,
@@ -407,7 +478,9 @@ def serve(
         {
             "server.socket_host": host,
             "server.socket_port": port,
-            "server.thread_pool": 16,
+            # Each slow client holds a thread; the socket timeout bounds each silent wait.
+            "server.thread_pool": app.settings.server_threads,
+            "server.socket_timeout": app.settings.server_socket_timeout,
             "server.socket_queue_size": 128,  # a burst of new clients is not refused
             "engine.autoreload.on": False,
             # Errors and accesses reach the root logger (the CLI configures it); no second copy.
@@ -419,6 +492,9 @@ def serve(
         cherrypy.config.update(config_file)
         app.fallback.merge(config_file)
     cherrypy.tree.graft(app, "")
+    server = cherrypy.server
+    server.httpserver, server.bind_addr = server.httpserver_from_self()
+    server.httpserver.ConnectionClass = JSONErrorConnection
     if on_stop is not None:
         cherrypy.engine.subscribe("stop", on_stop)
     if hasattr(cherrypy.engine, "signal_handler"):

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 # A message still being worked on after this many seconds hands its other events back.
 HAND_BACK_AFTER = 1.0
 DELIVERY_TASK = "pacifica.dispatcher.deliver"
+EVENT_QUEUE = "celery"  # Celery's default queue: messages sent by earlier versions still run
+DELIVERY_QUEUE = "pacifica.dispatcher.deliveries"
 
 
 @dataclass
@@ -56,7 +58,8 @@ class WorkerContext:
     deliveries: Outbox[int]
     name: str = field(default_factory=worker_name)  # set in the main process, kept by children
     _database: Any = field(default=None, repr=False)
-    _session: Any = field(default=None, repr=False)
+    _sessions: threading.local = field(default_factory=threading.local, repr=False)
+    _opening: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def housekeeper(self) -> Housekeeper:
@@ -68,10 +71,12 @@ class WorkerContext:
         return self._housekeeper
 
     def session(self) -> Any:
-        """This process's HTTP session for policy checks and webhook deliveries."""
-        if self._session is None:
-            self._session = delivery.new_session()
-        return self._session
+        """This thread's HTTP session for policy checks and webhook deliveries (the delivery
+        pool runs threads; a ``requests`` session is not shared between them)."""
+        session = getattr(self._sessions, "session", None)
+        if session is None:
+            session = self._sessions.session = delivery.new_session()
+        return session
 
     def database(self) -> Any:
         """Open the database on first use in this process and check its schema.
@@ -80,12 +85,13 @@ class WorkerContext:
             SchemaMismatchError: the database needs ``pacifica-dispatcher db sync``.
             StorageUnavailableError: it cannot be reached.
         """
-        if self._database is None:
-            database = open_database(self.settings.effective_database_url)
-            connect_patiently(database, 1, 0)
-            with available():
-                check_schema(database)
-            self._database = database
+        with self._opening:
+            if self._database is None:
+                database = open_database(self.settings.effective_database_url)
+                connect_patiently(database, 1, 0)
+                with available():
+                    check_schema(database)
+                self._database = database
         return self._database
 
 
@@ -155,12 +161,53 @@ def create_celery(settings: Settings, router: Router, name: str = "pacifica.disp
             lambda ids, delay: _publish(app, DELIVERY_TASK, [[i] for i in ids], ids, delay)
         ),
     )
+    route_deliveries(app)
     app.task(name=TASK_NAME, bind=True, ignore_result=True)(process_task)
     app.task(name=DELIVERY_TASK, bind=True, ignore_result=True)(deliver_task)
     worker_ready.connect(start_sweeper, weak=False, dispatch_uid="pacifica.dispatcher.sweeper")
     worker_shutdown.connect(stop_sweeper, weak=False, dispatch_uid="pacifica.dispatcher.stop")
     worker_process_init.connect(forget_parent_connection, weak=False, dispatch_uid="pacifica.fork")
     return app
+
+
+def route_deliveries(app: Celery) -> None:
+    """Send deliveries to their own queue, so a slow target never holds an event's worker.
+
+    A worker started without ``-Q`` consumes both queues (as the test harness
+    and old deployments do); ``worker_arguments`` gives each pool its queue.
+    """
+    app.conf.task_queues = {
+        name: {"exchange": name, "routing_key": name} for name in (EVENT_QUEUE, DELIVERY_QUEUE)
+    }
+    app.conf.task_default_queue = EVENT_QUEUE
+    app.conf.task_routes = {DELIVERY_TASK: {"queue": DELIVERY_QUEUE}}
+
+
+def worker_arguments(settings: Settings, deliveries: bool = False) -> list[str]:
+    """Celery worker arguments for the events pool (processes) or the deliveries pool (threads).
+
+    Deliveries wait on the network, so their pool is ``DELIVERY_CONCURRENCY``
+    threads; at most ``DELIVERY_HOST_LIMIT`` of them serve one target host.
+    """
+    if deliveries:
+        return [
+            "--queues",
+            DELIVERY_QUEUE,
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(settings.delivery_concurrency),
+            "--hostname",
+            "deliveries@%h",
+        ]
+    return [
+        "--queues",
+        EVENT_QUEUE,
+        "--concurrency",
+        str(settings.worker_concurrency),
+        "--hostname",
+        "events@%h",
+    ]
 
 
 def process_task(task: Task, *task_ids: str) -> dict[str, str]:
@@ -287,9 +334,8 @@ def forget_parent_connection(**_: Any) -> None:
 
 def default_router(settings: Settings) -> Router:
     """The stand-alone service's router: the subscription registry's route."""
-    del settings
     router = Router()
-    add_subscription_route(router)
+    add_subscription_route(router, jsonpath_budget=settings.jsonpath_budget)
     return router
 
 

@@ -21,6 +21,7 @@ from pacifica.dispatcher.storage.schema import (
     Delivery,
     DeliveryAttempt,
     EventRecord,
+    HostSlot,
     Subscription,
 )
 from pacifica.dispatcher.storage.statements import chunks, claim_unsent
@@ -184,6 +185,9 @@ def record_attempt(job: DeliveryJob, record: AttemptRecord, disable_after: int) 
                 created=now,
             )
         Delivery.update(**values).where(Delivery.id == job.id).execute()
+        HostSlot.update(delivery=None, lease_until=None).where(
+            HostSlot.delivery == job.id
+        ).execute()
         if record.status is DeliveryStatus.DELIVERED:
             Subscription.update(failures=0, updated=now).where(
                 (Subscription.uuid == job.subscription.uuid) & (Subscription.failures != 0)
@@ -191,6 +195,38 @@ def record_attempt(job: DeliveryJob, record: AttemptRecord, disable_after: int) 
         if record.undeliverable is not None:
             return _count_failure(job.subscription.uuid, record.undeliverable, disable_after, now)
     return False
+
+
+def take_host_slot(host: str, delivery_id: int, limit: int, lease: float, now: datetime) -> bool:
+    """Hold one of ``host``'s ``limit`` slots for a delivery; False when all are held.
+
+    Each slot is taken by one conditional UPDATE, so two workers never hold
+    the same slot on any database; a slot whose holder died frees itself when
+    its lease ends. ``record_attempt`` gives it back.
+    """
+    HostSlot.insert_many(
+        [{"host": host, "slot": n} for n in range(limit)]
+    ).on_conflict_ignore().execute()
+    for slot in range(limit):
+        taken: int = (
+            HostSlot.update(delivery=delivery_id, lease_until=now + timedelta(seconds=lease))
+            .where(
+                (HostSlot.host == host)
+                & (HostSlot.slot == slot)
+                & (HostSlot.lease_until.is_null() | (HostSlot.lease_until < now))
+            )
+            .execute()
+        )
+        if taken == 1:
+            return True
+    return False
+
+
+def release_claim(job: DeliveryJob) -> None:
+    """Give back a lease taken by ``claim`` without attempting (the target host was busy)."""
+    Delivery.update(lease_until=None, attempts=Delivery.attempts - 1, updated=utcnow()).where(
+        Delivery.id == job.id
+    ).execute()
 
 
 def _count_failure(key: uuidlib.UUID, reason: str, disable_after: int, now: datetime) -> bool:

@@ -12,6 +12,7 @@ from pacifica.dispatcher.storage.schema import (
     Delivery,
     DeliveryAttempt,
     EventRecord,
+    HostSlot,
     RouteRun,
     SchemaInfo,
     Subscription,
@@ -62,6 +63,11 @@ def _add_worker_heartbeats(database: peewee.Database) -> None:
         table = model._meta.table_name
         if "holder" not in {c.name for c in database.get_columns(table)}:
             migrate(migrator.add_column(table, "holder", model.holder))  # with its index
+
+
+@migration(5, "per-host delivery slots (concurrent deliveries per target host)")
+def _create_host_slots(database: peewee.Database) -> None:
+    database.create_tables([HostSlot])
 
 
 def code_schema_version() -> int:

@@ -208,3 +208,16 @@ class WorkerBeat(BaseModel):
 
     class Meta:
         table_name = "dispatcher_worker"
+
+
+class HostSlot(BaseModel):
+    """One of a target host's delivery slots: held by the delivery in flight there, until its lease ends."""
+
+    host = peewee.CharField(max_length=300)
+    slot = peewee.IntegerField()
+    delivery = peewee.IntegerField(null=True)
+    lease_until = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "dispatcher_host_slot"
+        primary_key = peewee.CompositeKey("host", "slot")

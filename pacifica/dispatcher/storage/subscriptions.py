@@ -78,6 +78,24 @@ def update_subscription(key: uuidlib.UUID, values: Mapping[str, Any]) -> Subscri
     return SubscriptionRow.from_record(Subscription.get_by_id(key))
 
 
+def disable_subscription(key: uuidlib.UUID, reason: str) -> bool:
+    """Disable an active subscription with the reason in ``error``; False if it was not active."""
+    with write_transaction():
+        now = utcnow()
+        changed: int = (
+            Subscription.update(disabled=now, error=reason, updated=now)
+            .where(
+                (Subscription.uuid == key)
+                & Subscription.disabled.is_null()
+                & Subscription.deleted.is_null()
+            )
+            .execute()
+        )
+        if changed:
+            bump_revision()
+    return changed == 1
+
+
 def active_paths() -> list[tuple[str, str]]:
     """(id, JSONPath) of every subscription that is neither deleted nor disabled."""
     query = Subscription.select(Subscription.uuid, Subscription.jsonpath).where(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -31,11 +31,15 @@ from pacifica.dispatcher.events import extension_name
 from pacifica.dispatcher.storage import DeliveryStatus, deliveries, utcnow
 from pacifica.dispatcher.storage.deliveries import AttemptRecord, DeliveryJob, RequestLog
 from pacifica.dispatcher.storage.subscriptions import SubscriptionRow
+from pacifica.dispatcher.subscriptions import transport
+from pacifica.dispatcher.subscriptions.addresses import AddressPolicy, policy_from
 from pacifica.dispatcher.subscriptions.registry import SECRET_PREFIX
 
 BACKOFF_CAP = 3600.0
 EXCERPT_BYTES = 1024  # of each answer, recorded
 RETRYABLE = frozenset({408, 429})
+LEASE_MARGIN = 60.0  # seconds a lease outlives an attempt's two deadlines
+HOST_BUSY_WAIT = 10.0  # most seconds (plus one) a delivery waits for a busy host's slot
 
 
 class Verdict(Enum):
@@ -114,18 +118,19 @@ def target_request(
 
 
 def post(
-    session: requests.Session, timeout: float, kind: str, **request: Any
+    session: requests.Session,
+    timeout: float,
+    kind: str,
+    policy: AddressPolicy | None = None,
+    **request: Any,
 ) -> tuple[RequestLog, float | None]:
-    """POST and describe the outcome, with the answer's Retry-After; never raises for network trouble."""
-    started = time.monotonic()
-    try:
-        response = session.post(timeout=timeout, allow_redirects=False, **request)
-    except requests.RequestException as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        return RequestLog(kind, None, "", time.monotonic() - started, error), None
-    excerpt = response.content[:EXCERPT_BYTES].decode("utf-8", "replace")
-    logged = RequestLog(kind, response.status_code, excerpt, time.monotonic() - started)
-    return logged, _retry_after(response.headers.get("Retry-After"))
+    """POST within ``timeout`` seconds in total and describe the outcome, with the answer's
+    Retry-After; only the first ``EXCERPT_BYTES`` of the answer are read. Never raises for
+    network trouble, and the error never quotes the URL."""
+    answer = transport.post(session, timeout, policy, EXCERPT_BYTES, **request)
+    excerpt = answer.head.decode("utf-8", "replace")
+    logged = RequestLog(kind, answer.status_code, excerpt, answer.duration, answer.error)
+    return logged, _retry_after(answer.retry_after)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -136,8 +141,8 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def new_session() -> requests.Session:
-    """An HTTP session for one worker process (connections to targets are reused)."""
-    return requests.Session()
+    """An HTTP session for one worker thread: guarded connections (deadline, address policy)."""
+    return transport.guarded(requests.Session())
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,26 @@ class Outcome:
 
     status: DeliveryStatus
     retry_in: float | None = None
+
+
+def host_key(url: str) -> str:
+    """The ``host:port`` a target URL reaches (what ``DELIVERY_HOST_LIMIT`` counts)."""
+    parsed = urlsplit(url)
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    return f"{(parsed.hostname or '')[:280]}:{port}"
+
+
+def lease_for(settings: Settings) -> float:
+    """Seconds a delivery is leased for one attempt: always longer than the attempt can take.
+
+    An attempt makes at most two requests (policy, target), each cut off by
+    ``transport.deadline`` after ``REQUEST_TIMEOUT`` seconds whatever the peer
+    does; the margin covers recording the outcome.
+    """
+    return 2 * settings.request_timeout + LEASE_MARGIN
 
 
 def attempt(
@@ -159,10 +184,16 @@ def attempt(
 
     ``holder`` names the worker making it (a dead worker's lease is given back early).
     """
-    lease = 2 * settings.request_timeout + 60
-    job = deliveries.claim(delivery_id, lease, utcnow(), holder)
+    lease = lease_for(settings)
+    now = utcnow()
+    job = deliveries.claim(delivery_id, lease, now, holder)
     if job is None:
         return None
+    host = host_key(job.subscription.target_url)
+    if not deliveries.take_host_slot(host, job.id, settings.delivery_host_limit, lease, now):
+        deliveries.release_claim(job)  # not an attempt: try again when a slot may be free
+        wait = 1.0 + rand() * min(settings.request_timeout, HOST_BUSY_WAIT)
+        return Outcome(DeliveryStatus.PENDING, wait)
     record, retry_in = decide(job, settings, session, rand)
     deliveries.record_attempt(job, record, settings.disable_after)
     return Outcome(record.status, retry_in)
@@ -182,7 +213,7 @@ def decide(
     if settings.policy_url and classify_policy(job.policy_status) is not Verdict.OK:
         url = f"{str(settings.policy_url).rstrip('/')}/events/{quote(subscription.user, safe='')}"
         asked, retry_after = post(
-            session, settings.request_timeout, "policy", url=url, json=job.document
+            session, settings.request_timeout, "policy", None, url=url, json=job.document
         )
         made.append(asked)
         verdict = classify_policy(asked.status_code)
@@ -191,7 +222,8 @@ def decide(
         if verdict is Verdict.RETRY:
             return _retry(job, settings, asked, retry_after, made, rand)
     request = target_request(subscription, str(job.uuid), job.document)
-    sent, retry_after = post(session, settings.request_timeout, "target", **request)
+    policy = policy_from(settings.allowed_target_networks)
+    sent, retry_after = post(session, settings.request_timeout, "target", policy, **request)
     made.append(sent)
     verdict = classify_target(sent.status_code)
     if verdict is Verdict.OK:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
+import uuid as uuidlib
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from jsonpath2.subscripts.filter import FilterSubscript
 from jsonpath2.subscripts.objectindex import ObjectIndexSubscript
 from jsonpath2.subscripts.wildcard import WildcardSubscript
 
-from pacifica.dispatcher.errors import InvalidSubscriptionError
+from pacifica.dispatcher.errors import InvalidSubscriptionError, JSONPathBudgetError
 from pacifica.dispatcher.router import path_matches
 from pacifica.dispatcher.storage import subscriptions as stored
 from pacifica.dispatcher.subscriptions.registry import compile_jsonpath
@@ -48,6 +50,7 @@ from pacifica.dispatcher.subscriptions.registry import compile_jsonpath
 log = logging.getLogger(__name__)
 
 WILDCARD = object()
+DEFAULT_BUDGET = 1_000_000  # Python calls one JSONPath may make on one event (JSONPATH_BUDGET)
 Steps = tuple[Any, ...]  # object keys (str) and WILDCARD, from the root
 
 
@@ -67,6 +70,38 @@ def evaluate(path: Path, document: Any) -> bool:
     except Exception:  # a JSONPath function applied to the wrong type raises
         log.debug("JSONPath %s raised on an event; taken as no match", path, exc_info=True)
         return False
+
+
+def evaluate_within(path: Path, document: Any, budget: int | None) -> bool:
+    """``evaluate`` with at most ``budget`` Python calls (generator steps included).
+
+    jsonpath2 evaluates in pure Python, so counting calls measures the work a
+    path does on a document the same way on every machine, and a trace
+    function can stop it mid-way.
+
+    Raises:
+        JSONPathBudgetError: the evaluation needed more than ``budget`` calls.
+    """
+    if budget is None:
+        return evaluate(path, document)
+    calls = 0
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > budget:
+            raise JSONPathBudgetError(f"JSONPath evaluation exceeded {budget} steps")
+
+    previous = sys.gettrace()
+    sys.settrace(count)
+    try:
+        return path_matches(path, document)
+    except JSONPathBudgetError:
+        raise
+    except Exception:  # as in ``evaluate``: a function applied to the wrong type
+        return False
+    finally:
+        sys.settrace(previous)
 
 
 Alternative = frozenset[Guard]  # a necessary condition: at least one of these guards holds
@@ -205,9 +240,23 @@ class MatchIndex:
         unique = {c.key: c for c in chosen}
         return list(unique.values())
 
-    def match(self, document: Any) -> list[str]:
-        """Keys of the subscriptions whose JSONPath matches ``document``, sorted."""
-        return sorted(c.key for c in self.candidates(document) if evaluate(c.path, document))
+    def match(
+        self, document: Any, budget: int | None = None, over: list[str] | None = None
+    ) -> list[str]:
+        """Keys of the subscriptions whose JSONPath matches ``document``, sorted.
+
+        With a ``budget``, a path that needs more steps counts as no match and
+        its key is added to ``over``.
+        """
+        found = []
+        for candidate in self.candidates(document):
+            try:
+                if evaluate_within(candidate.path, document, budget):
+                    found.append(candidate.key)
+            except JSONPathBudgetError:
+                if over is not None:
+                    over.append(candidate.key)
+        return sorted(found)
 
 
 def brute_force(entries: Iterable[tuple[str, Path]], document: Any) -> list[str]:
@@ -223,6 +272,7 @@ class Matcher:
     only when it moved, and JSONPaths already compiled are reused.
     """
 
+    budget: int | None = DEFAULT_BUDGET
     revision: int | None = None
     index: MatchIndex = field(default_factory=MatchIndex)
     compiled: dict[str, Path] = field(default_factory=dict)
@@ -248,6 +298,19 @@ class Matcher:
             self.index, self.compiled, self.revision = MatchIndex.build(entries), compiled, revision
 
     def match(self, document: Any) -> list[str]:
-        """The ids of the active subscriptions whose JSONPath matches ``document``."""
+        """The ids of the active subscriptions whose JSONPath matches ``document``.
+
+        A subscription whose JSONPath exceeds the evaluation budget on this
+        event is disabled with the reason; the others keep matching.
+        """
         self.refresh()
-        return self.index.match(document)
+        over: list[str] = []
+        found = self.index.match(document, self.budget, over)
+        for key in over:
+            reason = (
+                f"disabled: its JSONPath needed more than {self.budget} evaluation steps on one "
+                "event (JSONPATH_BUDGET); simplify it (fewer '..' and wildcards) and re-enable"
+            )
+            log.warning("subscription %s: JSONPath over budget; disabled", key)
+            stored.disable_subscription(uuidlib.UUID(key), reason)
+        return found

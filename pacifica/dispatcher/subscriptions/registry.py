@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 from jsonpath2.path import Path
 
@@ -26,6 +26,7 @@ from pacifica.dispatcher.router import parse_jsonpath
 from pacifica.dispatcher.storage import iso, utcnow
 from pacifica.dispatcher.storage import subscriptions as stored
 from pacifica.dispatcher.storage.subscriptions import SubscriptionRow
+from pacifica.dispatcher.subscriptions.addresses import AddressPolicy
 
 log = logging.getLogger(__name__)
 MASK = "********"
@@ -33,6 +34,11 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 (the Standard Webhooks prefix, not a pass
 WRITABLE = frozenset({"name", "jsonpath", "target_url", "extensions", "auth", "disabled", "secret"})
 READ_ONLY = frozenset({"uuid", "user", "created", "updated", "version", "deleted", "error"})
 REQUIRED = ("name", "jsonpath", "target_url")
+# Limits on what a user may ask the workers to evaluate or call (issue 12).
+JSONPATH_MAX_LENGTH = 1024
+JSONPATH_MAX_NESTING = 8  # brackets and parentheses inside each other
+JSONPATH_MAX_DESCENTS = 2  # recursive-descent steps ('..'), filters included
+TARGET_URL_MAX_LENGTH = 2048
 
 
 def compile_jsonpath(text: Any) -> Path:
@@ -95,13 +101,108 @@ def _check_auth(auth: Any, stored: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": kind, kind: {name: inner[name] for name in needed[kind]}}
 
 
-def _check_target(url: Any) -> str:
-    parsed = urlparse(url) if isinstance(url, str) else None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+def _check_target(url: Any, policy: AddressPolicy) -> str:
+    """A target URL: http(s), no credentials in it, and a host the address policy allows.
+
+    Messages never quote the URL (its query string may hold a token).
+    """
+    if not isinstance(url, str) or len(url) > TARGET_URL_MAX_LENGTH:
+        raise InvalidSubscriptionError(
+            f"'target_url' must be an http:// or https:// URL of at most "
+            f"{TARGET_URL_MAX_LENGTH} characters",
+            "target_url",
+        )
+    try:
+        parsed = urlsplit(url)
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host = port = None
+    if parsed.scheme not in ("http", "https") or not host or any(c in url for c in " \t\r\n"):
         raise InvalidSubscriptionError(
             "'target_url' must be an http:// or https:// URL", "target_url"
         )
-    return str(url)
+    del port  # parsed only to refuse a malformed one (ValueError above)
+    if parsed.username is not None or parsed.password is not None:
+        raise InvalidSubscriptionError(
+            "'target_url' may not hold credentials (user:password@); put them in 'auth' "
+            '({"type": "basic", "basic": {"username": ..., "password": ...}})',
+            "target_url",
+        )
+    if policy.refused_addresses(host):
+        raise InvalidSubscriptionError(
+            f"'target_url' host {host!r} is an internal address (loopback, private, link-local, "
+            "multicast or unspecified); the site's ALLOWED_TARGET_NETWORKS does not cover it",
+            "target_url",
+        )
+    return url
+
+
+def check_jsonpath_limits(text: str) -> None:
+    """Refuse JSONPaths too long, too nested or with too many recursive descents to evaluate cheaply.
+
+    Raises:
+        InvalidSubscriptionError: a limit is exceeded (the message says which).
+    """
+    if len(text) > JSONPATH_MAX_LENGTH:
+        raise InvalidSubscriptionError(
+            f"'jsonpath' is longer than {JSONPATH_MAX_LENGTH} characters", "jsonpath"
+        )
+    depth = deepest = descents = 0
+    quote: str | None = None
+    previous = ""
+    for char in text:
+        seen = char
+        if quote is not None:
+            quote = None if char == quote and previous != "\\" else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "])":
+            depth -= 1
+        elif char == "." and previous == ".":
+            descents += 1
+            seen = ""  # '...' is one descent and a dot, not two descents
+        previous = seen
+    if deepest > JSONPATH_MAX_NESTING:
+        raise InvalidSubscriptionError(
+            f"'jsonpath' nests brackets more than {JSONPATH_MAX_NESTING} deep", "jsonpath"
+        )
+    if descents > JSONPATH_MAX_DESCENTS:
+        raise InvalidSubscriptionError(
+            f"'jsonpath' has {descents} recursive descents ('..'); at most "
+            f"{JSONPATH_MAX_DESCENTS} are allowed",
+            "jsonpath",
+        )
+
+
+def check_text(value: Any, where: str) -> None:
+    """Refuse NUL characters and lone surrogates anywhere in a JSON value (no database stores them).
+
+    Raises:
+        InvalidSubscriptionError: one is found; ``field`` is the top-level field holding it.
+    """
+    if isinstance(value, str):
+        if "\x00" in value or _has_lone_surrogate(value):
+            raise InvalidSubscriptionError(
+                f"'{where}' holds a NUL character or a lone surrogate", where
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, where)
+            check_text(item, where)
+    elif isinstance(value, list):
+        for item in value:
+            check_text(item, where)
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _check_disabled(value: Any) -> datetime | None:
@@ -125,8 +226,12 @@ class Changes:
     generated_secret: str | None = None
 
 
-def validate(body: Any, current: SubscriptionRow | None = None) -> Changes:
+def validate(
+    body: Any, current: SubscriptionRow | None = None, policy: AddressPolicy | None = None
+) -> Changes:
     """Check a POST (``current`` None) or PUT body against the schema and access rules.
+
+    ``policy`` decides which target hosts are allowed (default: public addresses only).
 
     Raises:
         InvalidSubscriptionError: the body breaks a rule; ``field`` names the field.
@@ -135,17 +240,20 @@ def validate(body: Any, current: SubscriptionRow | None = None) -> Changes:
         raise InvalidSubscriptionError("the body must be a JSON object")
     for name in body:
         if name not in WRITABLE | READ_ONLY:
-            raise InvalidSubscriptionError(f"unknown field {name!r}", name)
+            raise InvalidSubscriptionError(f"unknown field {str(name)[:100]!r}", str(name))
+        check_text(body[name], name)
         if name in READ_ONLY and (current is None or body[name] != to_json(current)[name]):
             raise InvalidSubscriptionError(f"{name!r} is set by the server", name)
     if current is None:
         for name in REQUIRED:
             if name not in body:
                 raise InvalidSubscriptionError(f"{name!r} is required", name)
-    return _convert(body, current)
+    return _convert(body, current, policy or AddressPolicy())
 
 
-def _convert(body: dict[str, Any], current: SubscriptionRow | None) -> Changes:
+def _convert(
+    body: dict[str, Any], current: SubscriptionRow | None, policy: AddressPolicy
+) -> Changes:
     changes = Changes()
     values = changes.values
     if "name" in body:
@@ -154,9 +262,10 @@ def _convert(body: dict[str, Any], current: SubscriptionRow | None) -> Changes:
         values["name"] = body["name"]
     if "jsonpath" in body:
         compile_jsonpath(body["jsonpath"])
+        check_jsonpath_limits(body["jsonpath"])
         values["jsonpath"] = body["jsonpath"]
     if "target_url" in body:
-        values["target_url"] = _check_target(body["target_url"])
+        values["target_url"] = _check_target(body["target_url"], policy)
     if "extensions" in body:
         if not isinstance(body["extensions"], dict):
             raise InvalidSubscriptionError("'extensions' must be an object", "extensions")
@@ -243,17 +352,17 @@ def list_for(user: str) -> list[SubscriptionRow]:
     return stored.subscriptions_of(user)
 
 
-def create(user: str, body: Any) -> dict[str, Any]:
+def create(user: str, body: Any, policy: AddressPolicy | None = None) -> dict[str, Any]:
     """Validate and store a new subscription; return its API shape.
 
     Raises:
         InvalidSubscriptionError: the body breaks the schema.
     """
-    changes = validate(body)
+    changes = validate(body, policy=policy)
     return to_json(stored.insert_subscription(user, changes.values), changes.generated_secret)
 
 
-def update(user: str, key: str, body: Any) -> dict[str, Any]:
+def update(user: str, key: str, body: Any, policy: AddressPolicy | None = None) -> dict[str, Any]:
     """Change the fields a user may change; ``"disabled": null`` re-enables.
 
     Raises:
@@ -261,7 +370,7 @@ def update(user: str, key: str, body: Any) -> dict[str, Any]:
         NotFoundError: no such subscription for this user.
     """
     row = get(user, key)
-    changes = validate(body, row)
+    changes = validate(body, row, policy)
     updated = stored.update_subscription(row.uuid, changes.values)
     return to_json(updated, changes.generated_secret)
 

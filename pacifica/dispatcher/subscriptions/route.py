@@ -20,7 +20,7 @@ from pacifica.dispatcher.event_handlers import EventHandler
 from pacifica.dispatcher.events import ReceivedEvent
 from pacifica.dispatcher.router import Route, Router, RunContext, compile_path
 from pacifica.dispatcher.storage import deliveries
-from pacifica.dispatcher.subscriptions.matching import Matcher
+from pacifica.dispatcher.subscriptions.matching import DEFAULT_BUDGET, Matcher
 
 if TYPE_CHECKING:
     from cloudevents.core.v1.event import CloudEvent  # the type handlers receive
@@ -77,14 +77,20 @@ class SubscriptionRoute(Route):
         self.event_handler.forward(list(answer), context)
 
 
-def add_subscription_route(router: Router, name: str = "subscriptions") -> SubscriptionRoute:
+def add_subscription_route(
+    router: Router, name: str = "subscriptions", jsonpath_budget: int | None = DEFAULT_BUDGET
+) -> SubscriptionRoute:
     """Append the subscription registry's route to ``router`` (projects may call this too).
+
+    ``jsonpath_budget`` is the evaluation steps one subscription's JSONPath may
+    take per event (``JSONPATH_BUDGET``); a subscription over it is disabled.
 
     Raises:
         InvalidRouteError: a route with this name already exists.
     """
     if any(r.name == name for r in router.routes):
         raise InvalidRouteError(router, f"{name}: a route with this name already exists")
-    route = SubscriptionRoute(compile_path("$", name), SubscriptionHandler(), name)
+    handler = SubscriptionHandler(Matcher(budget=jsonpath_budget))
+    route = SubscriptionRoute(compile_path("$", name), handler, name)
     router.routes.append(route)
     return route

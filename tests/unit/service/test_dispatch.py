@@ -189,6 +189,7 @@ def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path: Path) -> N
     assert sync_schema(database) == [
         "3: which message holds an event in processing",
         "4: worker heartbeats; which worker holds an event or a delivery",
+        "5: per-host delivery slots (concurrent deliveries per target host)",
     ]
     check_schema(database)
     assert "claimed_by" in {c.name for c in database.get_columns("dispatcher_event")}
@@ -203,7 +204,8 @@ def test_schema_4_adds_heartbeats_and_holders_to_an_existing_database(tmp_path: 
     database.execute_sql('DROP TABLE "dispatcher_worker"')
     database.execute_sql('UPDATE "dispatcher_schema" SET "version" = 3')
     assert sync_schema(database) == [
-        "4: worker heartbeats; which worker holds an event or a delivery"
+        "4: worker heartbeats; which worker holds an event or a delivery",
+        "5: per-host delivery slots (concurrent deliveries per target host)",
     ]
     check_schema(database)
     for table in ("dispatcher_event", "dispatcher_delivery"):

@@ -48,6 +48,17 @@ class FakeResponse:
     content: bytes = b"ok"
     headers: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def raw(self) -> FakeResponse:
+        return self  # the answer is streamed (transport reads only its head)
+
+    def stream(self, amount: int, decode_content: bool = True) -> Any:
+        del decode_content
+        return (self.content[i : i + amount] for i in range(0, len(self.content), amount))
+
+    def close(self) -> None:
+        pass
+
 
 @dataclass
 class FakeSession:
