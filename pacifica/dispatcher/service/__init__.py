@@ -35,6 +35,7 @@ from pacifica.dispatcher.service.worker import (
 from pacifica.dispatcher.storage import (
     available,
     check_schema,
+    code_schema_version,
     connect_patiently,
     open_database,
     schema_version,
@@ -119,8 +120,9 @@ def return_large_buffers_to_the_os() -> None:
 def open_checked_database(settings: Settings) -> Any:
     """Open the database and insist its schema matches the code.
 
-    A brand-new embedded SQLite database is created on the spot, so the
-    embedded default needs no setup; any other mismatch is refused.
+    The embedded SQLite database is created or upgraded on the spot, so the
+    embedded default needs no setup; any other mismatch is refused (run
+    ``pacifica-dispatcher db sync`` for a server database).
 
     Raises:
         SchemaMismatchError: the schema differs; the message says to run ``db sync``.
@@ -129,8 +131,8 @@ def open_checked_database(settings: Settings) -> Any:
     database = open_database(settings.effective_database_url)
     connect_patiently(database, settings.database_connect_attempts, settings.database_connect_wait)
     with available():
-        if settings.database_url is None and schema_version(database) == 0:
-            log.info("creating the embedded database at %s", settings.effective_database_url)
+        if settings.database_url is None and schema_version(database) < code_schema_version():
+            log.info("creating or upgrading the embedded database at %s", settings.data_path)
             sync_schema(database)
         check_schema(database)
     return database
