@@ -26,6 +26,7 @@ from typing import IO, Any, Protocol, cast
 import requests
 
 from pacifica.dispatcher.bundles import DATA_DIR, extract_data_tar
+from pacifica.dispatcher.compat.clients import downloader_endpoint
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.errors import DownloadError, HashMismatchError
 from pacifica.dispatcher.models import File
@@ -70,15 +71,35 @@ class DownloaderRunner(abc.ABC):
 
     @abc.abstractmethod
     def download(
-        self, directory: str, files: Sequence[File], timeout: float | None = None
+        self,
+        directory: str | None = None,
+        files: Sequence[File] | None = None,
+        timeout: float | None = None,
+        *,
+        basedir_name: str | None = None,
     ) -> list[Opener]:
         """Make ``files`` available under ``directory``; return their openers in the same order.
 
+        ``basedir_name`` is upstream's name for ``directory``.
+
         Raises:
+            TypeError: neither ``directory`` nor ``basedir_name`` is given.
             ValueError: ``files`` is empty.
             DownloadError: a file cannot be fetched, or fails verification.
             TransferTimeoutError: the files were not ready within ``timeout`` seconds.
         """
+
+
+def target_directory(directory: str | None, basedir_name: str | None) -> str:
+    """The directory a download goes to: ``directory``, or upstream's ``basedir_name``.
+
+    Raises:
+        TypeError: neither is given.
+    """
+    chosen = directory if directory is not None else basedir_name
+    if chosen is None:
+        raise TypeError("download() needs the directory to download to")
+    return chosen
 
 
 def relative_path(file: File) -> str:
@@ -151,15 +172,22 @@ class LocalDownloaderRunner(DownloaderRunner):
         self.basedir = basedir
 
     def download(
-        self, directory: str, files: Sequence[File], timeout: float | None = None
+        self,
+        directory: str | None = None,
+        files: Sequence[File] | None = None,
+        timeout: float | None = None,
+        *,
+        basedir_name: str | None = None,
     ) -> list[Opener]:
         """Copy (or open in place) each file and verify it; ``timeout`` is not used.
 
         Raises:
+            TypeError: neither ``directory`` nor ``basedir_name`` is given.
             ValueError: ``files`` is empty.
             DownloadError: a file is missing from ``basedir`` or its path leaves the transaction.
             HashMismatchError: a file's size or checksum differs from its metadata.
         """
+        directory = target_directory(directory, basedir_name)
         if not files:
             raise ValueError(EMPTY_FILES_MESSAGE)
         in_place = os.path.realpath(directory) == os.path.realpath(self.basedir)
@@ -187,10 +215,16 @@ class LocalDownloaderRunner(DownloaderRunner):
 class RemoteDownloaderRunner(RemoteService, DownloaderRunner):
     """Downloads files through a Pacifica cartd cart; files land in ``directory/data/<path>``.
 
-    Keyword options (auth, timeouts, polling) are ``transfer.RemoteService``'s.
+    ``cart_url`` is cartd's URL, or an upstream pacifica-downloader ``Downloader``
+    whose cart URL and auth are used. Keyword options (auth, timeouts, polling)
+    are ``transfer.RemoteService``'s.
     """
 
-    def __init__(self, cart_url: str, **options: Any) -> None:
+    def __init__(self, cart_url: str | Any, **options: Any) -> None:
+        if not isinstance(cart_url, str):
+            endpoint = downloader_endpoint(cart_url)
+            cart_url = endpoint.url
+            options.setdefault("requests_options", endpoint.requests_options)
         super().__init__(**options)
         self.cart_url = cart_url.rstrip("/")
 
@@ -205,7 +239,12 @@ class RemoteDownloaderRunner(RemoteService, DownloaderRunner):
         )
 
     def download(
-        self, directory: str, files: Sequence[File], timeout: float | None = None
+        self,
+        directory: str | None = None,
+        files: Sequence[File] | None = None,
+        timeout: float | None = None,
+        *,
+        basedir_name: str | None = None,
     ) -> list[Opener]:
         """Fetch ``files`` through a new cart, extract them safely and verify them.
 
@@ -213,6 +252,7 @@ class RemoteDownloaderRunner(RemoteService, DownloaderRunner):
         cart to be ready; every HTTP request also has ``request_timeout``.
 
         Raises:
+            TypeError: neither ``directory`` nor ``basedir_name`` is given.
             ValueError: ``files`` is empty.
             DownloadError: cartd refuses the cart, reports an error, or cannot be reached.
             TransferTimeoutError: the cart is not ready within ``timeout`` seconds.
@@ -220,6 +260,7 @@ class RemoteDownloaderRunner(RemoteService, DownloaderRunner):
                 or a special file.
             HashMismatchError: a file's size or checksum differs from its metadata.
         """
+        directory = target_directory(directory, basedir_name)
         if not files:
             raise ValueError(EMPTY_FILES_MESSAGE)
         relpaths = [relative_path(file) for file in files]

@@ -4,14 +4,15 @@ Pacifica Metadata's ``org.pacifica.metadata.ingest`` event carries the ingest
 request as a JSON list in ``data``: one item per record, told apart by its
 ``destinationTable`` (``Transactions.<field>``, ``TransactionKeyValue``,
 ``Files``, ``FileKeyValue``). These classes read that list; the upstream
-``from_cloudevents_model`` names are kept as aliases.
+``from_cloudevents_model`` names are kept as aliases. As upstream, records are
+mutable and built from keywords, unknown keys ignored (``File(**item)``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, TypeVar
 
 from pacifica.dispatcher.errors import TransactionDuplicateAttributeError
@@ -23,8 +24,12 @@ def event_data_items(event: Any) -> list[Mapping[str, Any]]:
     """Return the record objects of an event's data list.
 
     ``event`` may be a ``cloudevents.core`` CloudEvent, a ``ReceivedEvent``, an
-    event document (a mapping with ``data``) or the data list itself.
+    event document (a mapping with ``data``), the data list itself, or an
+    upstream event object exposing ``data`` (``cloudevents.model.Event``).
     Non-object items are skipped; data that is not a list gives no records.
+
+    Raises:
+        TypeError: ``event`` is none of these (the message names its type).
     """
     data: Any
     if isinstance(event, list):
@@ -33,10 +38,15 @@ def event_data_items(event: Any) -> list[Mapping[str, Any]]:
         data = event.get("data")
     elif hasattr(event, "get_data"):
         data = event.get_data()
-    elif hasattr(event, "event"):
+    elif hasattr(event, "event") and hasattr(event.event, "get_data"):
         data = event.event.get_data()
+    elif hasattr(event, "data"):
+        data = event.data
     else:
-        data = None
+        raise TypeError(
+            f"cannot read Pacifica records from a {type(event).__module__}.{type(event).__qualname__}: "
+            "expected a CloudEvent, a ReceivedEvent, an event document or its data list"
+        )
     if not isinstance(data, list):
         return []
     return [item for item in data if isinstance(item, Mapping)]
@@ -47,12 +57,26 @@ def _records(event: Any, table: str) -> Iterator[Mapping[str, Any]]:
 
 
 def _from_record(cls: type[_T], record: Mapping[str, Any]) -> _T:
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in record.items() if k in names})
+    return cls(**record)
 
 
-@dataclass(frozen=True)
-class File:
+class PacificaModel:
+    """Base of the Pacifica records: keyword construction as upstream, unknown keys ignored.
+
+    ``File(**item)`` takes a whole ``Files`` item (its ``destinationTable``
+    is dropped); fields not given take their defaults. Subclasses are
+    dataclasses with ``init=False``, so they compare and print by value and
+    can be changed after they are built.
+    """
+
+    def __init__(self, **attrs: Any) -> None:
+        for spec in fields(self):  # type: ignore[arg-type]
+            default = None if spec.default is MISSING else spec.default
+            setattr(self, spec.name, attrs.get(spec.name, default))
+
+
+@dataclass(init=False)
+class File(PacificaModel):
     """A file of a transaction (``destinationTable: "Files"``)."""
 
     _id: int | None = None
@@ -83,14 +107,18 @@ class File:
 
     @classmethod
     def from_event(cls, event: Any) -> list[File]:
-        """Every ``Files`` record of the event, in order."""
+        """Every ``Files`` record of the event, in order.
+
+        Raises:
+            TypeError: ``event`` is not an event (see ``event_data_items``).
+        """
         return [_from_record(cls, r) for r in _records(event, "Files")]
 
     from_cloudevents_model = from_event
 
 
-@dataclass(frozen=True)
-class FileKeyValue:
+@dataclass(init=False)
+class FileKeyValue(PacificaModel):
     """A key/value pair attached to one file (``destinationTable: "FileKeyValue"``)."""
 
     key: str | None = None
@@ -99,14 +127,18 @@ class FileKeyValue:
 
     @classmethod
     def from_event(cls, event: Any) -> list[FileKeyValue]:
-        """Every ``FileKeyValue`` record of the event, in order."""
+        """Every ``FileKeyValue`` record of the event, in order.
+
+        Raises:
+            TypeError: ``event`` is not an event (see ``event_data_items``).
+        """
         return [_from_record(cls, r) for r in _records(event, "FileKeyValue")]
 
     from_cloudevents_model = from_event
 
 
-@dataclass(frozen=True)
-class TransactionKeyValue:
+@dataclass(init=False)
+class TransactionKeyValue(PacificaModel):
     """A key/value pair attached to the transaction (``destinationTable: "TransactionKeyValue"``)."""
 
     key: str | None = None
@@ -114,7 +146,11 @@ class TransactionKeyValue:
 
     @classmethod
     def from_event(cls, event: Any) -> list[TransactionKeyValue]:
-        """Every ``TransactionKeyValue`` record of the event, in order (duplicates kept)."""
+        """Every ``TransactionKeyValue`` record of the event, in order (duplicates kept).
+
+        Raises:
+            TypeError: ``event`` is not an event (see ``event_data_items``).
+        """
         return [_from_record(cls, r) for r in _records(event, "TransactionKeyValue")]
 
     from_cloudevents_model = from_event
@@ -123,8 +159,8 @@ class TransactionKeyValue:
 _TRANSACTION_PREFIX = "Transactions."
 
 
-@dataclass(frozen=True)
-class Transaction:
+@dataclass(init=False)
+class Transaction(PacificaModel):
     """The transaction itself, assembled from its ``Transactions.<field>`` records."""
 
     _id: int | None = None
@@ -141,6 +177,7 @@ class Transaction:
 
         Raises:
             TransactionDuplicateAttributeError: a ``Transactions.<field>`` is given twice.
+            TypeError: ``event`` is not an event (see ``event_data_items``).
         """
         names = {f.name for f in fields(cls)}
         values: dict[str, Any] = {}

@@ -20,11 +20,30 @@ from typing import Any, TypeAlias
 
 from jsonpath2.path import Path
 
-from pacifica.dispatcher.errors import InvalidRouteError, NoRouteError
+from pacifica.dispatcher.errors import (
+    InvalidRouteError,
+    NoRouteError,
+    RouteNotFoundRouterError,
+    RouterError,
+)
 from pacifica.dispatcher.event_handlers import EventHandler
 from pacifica.dispatcher.events import ReceivedEvent, parse_document
 
 PathSpec: TypeAlias = "Path | str | os.PathLike[str]"
+# The errors are here too: upstream code imports them from this module.
+__all__ = [
+    "PathSpec",
+    "Route",
+    "RouteNotFoundRouterError",
+    "RouteOutcome",
+    "Router",
+    "RouterError",
+    "RunContext",
+    "compile_path",
+    "parse_jsonpath",
+    "path_matches",
+    "run_route",
+]
 
 
 def parse_jsonpath(text: str) -> Path:

@@ -14,14 +14,16 @@ import abc
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import requests
 
 from pacifica.dispatcher.bundles import write_bundle
+from pacifica.dispatcher.compat.clients import uploader_endpoint
 from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.downloader_runners import target_directory
 from pacifica.dispatcher.errors import UploadError
 from pacifica.dispatcher.models import Transaction, TransactionKeyValue
 from pacifica.dispatcher.transfer import RemoteService
@@ -32,12 +34,24 @@ _STATE_KEYS = ("state", "task", "task_percent")
 
 @dataclass(frozen=True)
 class UploadResult:
-    """What an upload produced: ingest's job id and last state, the bundle metadata, its path."""
+    """What an upload produced: ingest's job id and last state, the bundle metadata, its path.
+
+    It also unpacks as upstream's ``(bundle, job_id, state)`` tuple:
+    ``bundle, job_id, state = runner.upload(...)``.
+    """
 
     job_id: int | None = None
     state: dict[str, Any] = field(default_factory=dict)
     metadata: list[dict[str, Any]] = field(default_factory=list)
     bundle_path: str | None = None
+
+    @property
+    def bundle(self) -> list[dict[str, Any]]:
+        """The bundle's metadata records (upstream's first item was the ``Bundler``)."""
+        return self.metadata
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.bundle, self.job_id, self.state))
 
 
 class UploaderRunner(abc.ABC):
@@ -46,14 +60,19 @@ class UploaderRunner(abc.ABC):
     @abc.abstractmethod
     def upload(
         self,
-        directory: str,
+        directory: str | None = None,
         transaction: Transaction | None = None,
         transaction_key_values: Sequence[TransactionKeyValue] | None = None,
         timeout: float | None = None,
+        *,
+        basedir_name: str | None = None,
     ) -> UploadResult:
         """Bundle every file under ``directory`` as a new transaction and submit it.
 
+        ``basedir_name`` is upstream's name for ``directory``.
+
         Raises:
+            TypeError: neither ``directory`` nor ``basedir_name`` is given.
             TransactionDuplicateAttributeError: ``transaction`` carries an ``_id``.
             ValueError: the transaction metadata is empty or has a blank value.
             UploadError: the bundle was refused or its ingest job failed.
@@ -69,18 +88,22 @@ class LocalUploaderRunner(UploaderRunner):
 
     def upload(
         self,
-        directory: str,
+        directory: str | None = None,
         transaction: Transaction | None = None,
         transaction_key_values: Sequence[TransactionKeyValue] | None = None,
         timeout: float | None = None,
+        *,
+        basedir_name: str | None = None,
     ) -> UploadResult:
         """Build the bundle (``timeout`` is not used); ``job_id`` is None and ``state`` empty.
 
         Raises:
+            TypeError: neither ``directory`` nor ``basedir_name`` is given.
             TransactionDuplicateAttributeError: ``transaction`` carries an ``_id``.
             ValueError: the transaction metadata is empty or has a blank value.
             OSError: a file cannot be read or the bundle cannot be written.
         """
+        directory = target_directory(directory, basedir_name)
         if self.output_dir is None:
             with open(os.devnull, "wb") as sink:
                 metadata = write_bundle(directory, transaction, transaction_key_values, sink)
@@ -101,22 +124,29 @@ class LocalUploaderRunner(UploaderRunner):
 class RemoteUploaderRunner(RemoteService, UploaderRunner):
     """Uploads bundles to Pacifica ingest and waits for the job to finish.
 
-    Keyword options (auth, timeouts, polling) are ``transfer.RemoteService``'s.
+    ``ingest_url`` is ingest's URL, or an upstream pacifica-uploader ``Uploader``
+    whose upload and status URLs and auth are used. Keyword options (auth,
+    timeouts, polling) are ``transfer.RemoteService``'s.
     """
 
     def __init__(
         self,
-        ingest_url: str,
+        ingest_url: str | Any,
         *,
         upload_path: str = "/upload",
         status_path: str = "/get_state",
         temp_dir: str | None = None,
         **options: Any,
     ) -> None:
+        if isinstance(ingest_url, str):
+            base = ingest_url.rstrip("/")
+            self.upload_url = f"{base}/{upload_path.lstrip('/')}"
+            self.status_url = f"{base}/{status_path.lstrip('/')}"
+        else:
+            endpoint = uploader_endpoint(ingest_url)
+            self.upload_url, self.status_url = endpoint.url, str(endpoint.status_url)
+            options.setdefault("requests_options", endpoint.requests_options)
         super().__init__(**options)
-        base = ingest_url.rstrip("/")
-        self.upload_url = f"{base}/{upload_path.lstrip('/')}"
-        self.status_url = f"{base}/{status_path.lstrip('/')}"
         self.temp_dir = temp_dir
 
     @classmethod
@@ -133,10 +163,12 @@ class RemoteUploaderRunner(RemoteService, UploaderRunner):
 
     def upload(
         self,
-        directory: str,
+        directory: str | None = None,
         transaction: Transaction | None = None,
         transaction_key_values: Sequence[TransactionKeyValue] | None = None,
         timeout: float | None = None,
+        *,
+        basedir_name: str | None = None,
     ) -> UploadResult:
         """Upload the bundle and wait until ingest reports ``ingest metadata`` at 100 %.
 
@@ -144,12 +176,14 @@ class RemoteUploaderRunner(RemoteService, UploaderRunner):
         once the bundle is uploaded; every HTTP request also has ``request_timeout``.
 
         Raises:
+            TypeError: neither ``directory`` nor ``basedir_name`` is given.
             TransactionDuplicateAttributeError: ``transaction`` carries an ``_id``.
             ValueError: the transaction metadata is empty or has a blank value.
             UploadError: ingest refused the bundle, answered with an error or non-JSON body,
                 or the job FAILED (the message carries ingest's task and exception text).
             TransferTimeoutError: the job did not finish within ``timeout`` seconds.
         """
+        directory = target_directory(directory, basedir_name)
         wait = self.default_timeout if timeout is None else timeout
         with requests.Session() as session:
             metadata, job_id = self._upload_bundle(

@@ -25,7 +25,13 @@ from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.service.intake import Intake
 from pacifica.dispatcher.service.outbox import Outbox
 from pacifica.dispatcher.service.supervisor import Supervisor
-from pacifica.dispatcher.service.web import EventMatch, create_app, serve, stop_serving
+from pacifica.dispatcher.service.web import (
+    EventMatch,
+    MountableReceiver,
+    create_app,
+    serve,
+    stop_serving,
+)
 from pacifica.dispatcher.service.worker import (
     WorkerContext,
     create_celery,
@@ -76,6 +82,10 @@ class Service:
         builtin: dict[str, object] = {"eventmatch": EventMatch(self.settings)} if registry else {}
         intake = Intake(self.events.send)
         return create_app(self.settings, intake.submit, {**builtin, **(mounts or {})})
+
+    def mountable_app(self) -> Any:
+        """``wsgi_app`` as a ``cherrypy.Application``, for ``cherrypy.tree.mount`` (upstream ``__main__.py``)."""
+        return MountableReceiver(self.wsgi_app())
 
 
 def build(

@@ -298,6 +298,19 @@ def create_app(
     return Receiver(settings, accept, cherrypy.Application(root, "", app_config()))
 
 
+class MountableReceiver(cherrypy.Application):  # type: ignore[misc]  # CherryPy is untyped
+    """A ``Receiver`` as a ``cherrypy.Application``, for code that mounts one itself
+    (``cherrypy.tree.mount(application)`` in an upstream 0.2.5 ``__main__.py``)."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        super().__init__(receiver.fallback.root, "", app_config())
+        self.receiver = receiver
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        """Serve the request through the receiver (``/receive``) and its API."""
+        return self.receiver(environ, start_response)
+
+
 class JSONErrorRequest(HTTPRequest):
     """CherryPy's server's request, answering malformed HTTP (bad request line, headers or
     Content-Length) with the same JSON error shape as the application."""

@@ -22,7 +22,8 @@ from celery import Celery, Task
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.errors import StorageUnavailableError
+from pacifica.dispatcher.errors import InvalidEventError, StorageUnavailableError
+from pacifica.dispatcher.events import parse_document
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.service import dispatch
 from pacifica.dispatcher.service.broker import REDIS_TRANSPORT
@@ -168,6 +169,33 @@ def create_celery(settings: Settings, router: Router, name: str = "pacifica.disp
     worker_shutdown.connect(stop_sweeper, weak=False, dispatch_uid="pacifica.dispatcher.stop")
     worker_process_init.connect(forget_parent_connection, weak=False, dispatch_uid="pacifica.fork")
     return app
+
+
+def add_document_task(app: Celery, name: str) -> Task:
+    """Register ``name`` as a task that stores one event document and enqueues it.
+
+    Upstream 0.2.5 receivers sent each event as a message to a task of the
+    project's choosing; messages of that kind still in the broker after the
+    switch are taken in here, stored (a duplicate is not stored twice) and
+    processed the new way.
+    """
+    task: Task = app.task(name=name, bind=True, ignore_result=True)(document_task)
+    return task
+
+
+def document_task(task: Task, event_data: Any) -> list[str]:
+    """Celery task: store an event document (an upstream message) and enqueue it; its task ids."""
+    context: WorkerContext = task.app.dispatcher_context
+    try:
+        received = parse_document(event_data)
+    except InvalidEventError as exc:
+        log.warning("message %s dropped: not an event: %s", task.request.id, exc)
+        return []
+    with retry_while_unavailable(task, context):
+        context.database()
+        accepted = dispatch.accept([received])
+    context.events.send([a.uuid for a in accepted if a.created])
+    return [a.uuid for a in accepted]
 
 
 def route_deliveries(app: Celery) -> None:

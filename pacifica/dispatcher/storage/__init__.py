@@ -17,6 +17,7 @@ from pacifica.dispatcher.storage.database import (
     is_unavailable,
     open_database,
     supports_returning,
+    url_of,
     write_transaction,
 )
 from pacifica.dispatcher.storage.migrations import (
@@ -52,6 +53,7 @@ __all__ = [
     "subscriptions",
     "supports_returning",
     "sync_schema",
+    "url_of",
     "utcnow",
     "workers",
     "write_transaction",

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 import peewee
 from playhouse.db_url import connect
@@ -52,6 +53,32 @@ def open_database(url: str) -> peewee.Database:
         raise ConfigurationError(f"DATABASE_URL: {exc}") from exc
     database_proxy.initialize(database)
     return database
+
+
+def url_of(database: Any) -> str | None:
+    """The peewee URL of a database object a caller built (upstream projects pass one).
+
+    An in-memory SQLite database gives None: it cannot be shared by the
+    receiver and the workers, so the caller falls back to the embedded default.
+
+    Raises:
+        ConfigurationError: ``database`` is not a SQLite, PostgreSQL or MySQL database.
+    """
+    if isinstance(database, peewee.SqliteDatabase):
+        name = database.database
+        return None if name in ("", ":memory:") else f"sqlite:///{os.path.abspath(name)}"
+    schemes = ((peewee.PostgresqlDatabase, "postgresql"), (peewee.MySQLDatabase, "mysql"))
+    scheme = next((s for kind, s in schemes if isinstance(database, kind)), None)
+    if scheme is None:
+        raise ConfigurationError(f"cannot use a {type(database).__name__} as the database")
+    params = dict(database.connect_params)
+    user, password = params.pop("user", None), params.pop("password", params.pop("passwd", None))
+    host, port = params.pop("host", None) or "", params.pop("port", None)
+    # playhouse.db_url does not unquote, so neither side quotes.
+    login = (user or "") + (f":{password}" if password else "")
+    where = f"{login}@" * bool(login) + host + (f":{port}" if port else "")
+    query = f"?{urlencode(params)}" if params else ""
+    return f"{scheme}://{where}/{database.database or ''}{query}"
 
 
 def supports_returning(database: peewee.Database | peewee.DatabaseProxy) -> bool:
