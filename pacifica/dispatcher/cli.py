@@ -29,6 +29,7 @@ from pacifica.dispatcher.storage import (
     open_database,
     schema_version,
     sync_schema,
+    upstream,
 )
 
 log = logging.getLogger("pacifica.dispatcher")
@@ -259,6 +260,9 @@ def _db(action: str, settings: Settings) -> int:
     if action == "sync":
         applied = sync_schema(database)
         print("\n".join(f"applied migration {a}" for a in applied) or "schema is up to date")
+        imported = upstream.import_notifications_subscriptions()
+        if imported is not None:
+            print(upstream_import_report(imported))
         return 0
     try:
         check_schema(database)
@@ -267,6 +271,11 @@ def _db(action: str, settings: Settings) -> int:
         return 1
     print(f"schema version {schema_version(database)} matches the code ({code_schema_version()})")
     return 0
+
+
+def upstream_import_report(imported: int) -> str:
+    """What ``db sync`` says about subscriptions taken over from pacifica-notifications' tables."""
+    return f"imported {imported} subscription(s) from pacifica-notifications' eventmatch table"
 
 
 def _events(

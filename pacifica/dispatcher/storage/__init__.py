@@ -3,12 +3,13 @@
 ``schema`` (tables), ``migrations`` (schema versions), ``database``
 (connecting, transactions), ``statements`` (prepared hot-path SQL) and the
 query modules ``events``, ``deliveries`` and ``subscriptions``, whose
-functions take and return typed values (``values`` holds the statuses).
+functions take and return typed values (``values`` holds the statuses);
+``upstream`` reads pacifica-notifications 0.5.2's subscriptions to import them.
 """
 
 from __future__ import annotations
 
-from pacifica.dispatcher.storage import deliveries, events, subscriptions, workers
+from pacifica.dispatcher.storage import deliveries, events, subscriptions, upstream, workers
 from pacifica.dispatcher.storage.database import (
     available,
     connect_patiently,
@@ -53,6 +54,7 @@ __all__ = [
     "subscriptions",
     "supports_returning",
     "sync_schema",
+    "upstream",
     "url_of",
     "utcnow",
     "workers",

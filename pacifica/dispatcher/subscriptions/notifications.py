@@ -4,9 +4,15 @@
 serves the same API (``/receive``, ``/eventmatch``) on port 8070 by default;
 ``pacifica-notifications-cmd`` keeps ``dbchk [--equal]``, ``dbsync``,
 ``eventget``, ``eventpurge`` and ``eventretry`` with upstream's output and exit
-status (0 on success; 255, upstream's ``-1``, on failure). An upstream
-``config.ini`` (sections ``[notifications]``, ``[celery]``, ``[database]``)
-is read for the settings it names; the environment still wins where both set one.
+status: 0 on success (a uuid that is not there is no failure), 255 (upstream's
+``-1``) when ``dbchk`` finds the schema does not match, 1 on an error such as an
+unreachable database (upstream raised; here the message is one line, no
+traceback). The database is tried ``DATABASE_CONNECT_ATTEMPTS`` times,
+``DATABASE_CONNECT_WAIT`` seconds apart. ``dbsync`` also imports the
+subscriptions of upstream's ``eventmatch`` table in the same database, once.
+An upstream ``config.ini`` (sections ``[notifications]``, ``[celery]``,
+``[database]``) is read for the settings it names; the environment still
+wins where both set one.
 """
 
 from __future__ import annotations
@@ -19,20 +25,29 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.errors import DispatcherError
+from pacifica.dispatcher.errors import (
+    DispatcherError,
+    NotFoundError,
+    SchemaMismatchError,
+)
 from pacifica.dispatcher.storage import (
+    available,
     check_schema,
+    connect_patiently,
     deliveries,
     events,
     iso,
     open_database,
     sync_schema,
+    upstream,
 )
 from pacifica.dispatcher.storage.events import StoredEvent
 
 FAILURE = 255  # upstream returned -1 from main, which the shell sees as 255
+ERROR = 1  # upstream raised (a traceback), which the shell sees as 1
 UPSTREAM_KEYS = {
     ("notifications", "policy_url"): "POLICY_URL",
     ("notifications", "user_header"): "USER_HEADER",
@@ -40,6 +55,8 @@ UPSTREAM_KEYS = {
     ("celery", "broker_url"): "BROKER_URL",
     ("celery", "backend_url"): "BACKEND_URL",
     ("database", "peewee_url"): "DATABASE_URL",
+    ("database", "connect_attempts"): "DATABASE_CONNECT_ATTEMPTS",
+    ("database", "connect_wait"): "DATABASE_CONNECT_WAIT",
 }
 DEFAULT_CONFIG = Path("~/.pacifica-notifications/config.ini")
 
@@ -87,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         service.run_server(built, args.address, args.port, cpconfig)
     except DispatcherError as exc:
         print(f"pacifica-notifications: error: {exc}", file=sys.stderr)
-        return FAILURE
+        return ERROR
     return 0
 
 
@@ -123,17 +140,34 @@ def cmd(argv: Sequence[str] | None = None) -> int:
     try:
         settings = upstream_settings(args.config)
         database = open_database(settings.effective_database_url)
-        if args.command == "dbsync":
-            sync_schema(database)
-            return 0
-        if args.command == "dbchk":
-            check_schema(database)  # one version number: --equal and the default agree
-            return 0
-        check_schema(database)
-        return _event_command(args, settings)
+        connect_patiently(
+            database, settings.database_connect_attempts, settings.database_connect_wait
+        )
+        with available():
+            return _database_command(args, settings, database)
     except (DispatcherError, ValueError) as exc:
         print(f"pacifica-notifications-cmd: {exc}", file=sys.stderr)
-        return FAILURE
+        return ERROR
+
+
+def _database_command(args: argparse.Namespace, settings: Settings, database: Any) -> int:
+    if args.command == "dbsync":
+        sync_schema(database)
+        imported = upstream.import_notifications_subscriptions()
+        if imported is not None:
+            from pacifica.dispatcher.cli import upstream_import_report
+
+            print(upstream_import_report(imported))
+        return 0
+    if args.command == "dbchk":
+        try:
+            check_schema(database)  # one version number: --equal and the default agree
+        except SchemaMismatchError as exc:
+            print(f"pacifica-notifications-cmd: {exc}", file=sys.stderr)
+            return FAILURE
+        return 0
+    check_schema(database)
+    return _event_command(args, settings)
 
 
 def _date(text: str | None, fmt: str, default: datetime) -> datetime:
@@ -149,7 +183,11 @@ def _event_command(args: argparse.Namespace, settings: Settings) -> int:
         end = _date(args.end_date, args.date_format, now)
         if start > end:
             raise ValueError("start date is after end date")
-        found = _records(args.uuids) or events.recent(args.limit, since=start, until=end)
+        found = (
+            _records(args.uuids)
+            if args.uuids
+            else events.recent(args.limit, since=start, until=end)
+        )
         for event in found:
             print(f"Event - {event.uuid}\n{json.dumps(event.document, ensure_ascii=False)}")
             for row in deliveries.deliveries_of(event.uuid):
@@ -174,6 +212,17 @@ def _event_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _records(uuids: list[str]) -> list[StoredEvent]:
+    """The stored events with these ids; ids that are not there are skipped, as upstream.
+
+    Raises:
+        ValueError: an id is not a UUID (upstream failed too).
+    """
     from pacifica.dispatcher.service import dispatch
 
-    return [dispatch.get_event(u) for u in uuids]
+    found = []
+    for key in uuids:
+        try:
+            found.append(dispatch.get_event(key))
+        except NotFoundError:
+            continue
+    return found
