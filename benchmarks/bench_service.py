@@ -233,16 +233,21 @@ def run_checked(command: list[str], what: str, timeout: float = 900) -> None:
         raise RuntimeError(f"{what} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
 
 
-def ensure_upstream_venv() -> Path:
-    """The upstream venv's python; create the venv and install 0.2.5 if missing."""
-    python = UPSTREAM_VENV / "bin" / "python"
-    probe = [str(python), "-c", "import pacifica.dispatcher.receiver, cloudevents.model, redis"]
+def ensure_upstream_venv(
+    venv: Path = UPSTREAM_VENV,
+    requirements: tuple[str, ...] = tuple(UPSTREAM_REQUIREMENTS),
+    imports: str = "pacifica.dispatcher.receiver, cloudevents.model, redis",
+) -> Path:
+    """The upstream venv's python; create the venv and install ``requirements`` if ``imports``
+    fail there (default: upstream pacifica-dispatcher 0.2.5; the tests install notifications too)."""
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", f"import {imports}"]
     if python.exists() and subprocess.run(probe, capture_output=True, check=False).returncode == 0:
         return python
-    logging.info("installing upstream pacifica-dispatcher 0.2.5 into %s", UPSTREAM_VENV)
+    logging.info("installing %s into %s", " ".join(requirements), venv)
     if not python.exists():
-        run_checked([sys.executable, "-m", "venv", str(UPSTREAM_VENV)], "venv")
-    run_checked([str(python), "-m", "pip", "install", "-q", *UPSTREAM_REQUIREMENTS], "pip install")
+        run_checked([sys.executable, "-m", "venv", str(venv)], "venv")
+    run_checked([str(python), "-m", "pip", "install", "-q", *requirements], "pip install")
     run_checked(probe, "upstream import check")
     return python
 

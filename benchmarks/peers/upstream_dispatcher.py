@@ -19,9 +19,9 @@ from typing import Any
 import cherrypy
 import playhouse.db_url
 from jsonpath2.path import Path
-from pacifica.dispatcher.receiver import create_peewee_model
 
 from pacifica.dispatcher.event_handlers import EventHandler
+from pacifica.dispatcher.receiver import create_peewee_model
 from pacifica.dispatcher.router import Router
 
 EVENT_TYPE = "org.pacifica.metadata.ingest"
