@@ -20,7 +20,7 @@ from tests.conftest import WSGIClient
 from tests.fake_pacifica import FakeCartd, FakeIngest
 from tests.integration.conftest import wait_for
 
-EVENT = {
+EVENT: dict[str, Any] = {
     "cloudEventsVersion": "0.1",
     "eventType": "org.pacifica.metadata.ingest",
     "eventID": "C234-1234-1234",
