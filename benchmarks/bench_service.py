@@ -804,14 +804,14 @@ def _top_functions(profile: cProfile.Profile, events: int, top: int = 10) -> dic
         short = re.sub(r"^.*/(site-packages|lib/python[\d.]+|pacifica)/", "", path)
         rows.append((cumulative, own, calls, f"{name} ({short}:{line})", "/pacifica/" in path))
 
-    def line(ms: float, calls: int, label: str) -> str:
+    def per_event(ms: float, calls: int, label: str) -> str:
         return f"{1000 * ms / events:6.3f} ms {calls / events:6.1f}x {label}"
 
     ours = sorted((r for r in rows if r[4]), reverse=True)[:top]
     own_time = sorted(rows, key=lambda r: r[1], reverse=True)[:top]
     return {
-        "ours_cumulative": [line(r[0], r[2], r[3]) for r in ours],
-        "all_self": [line(r[1], r[2], r[3]) for r in own_time],
+        "ours_cumulative": [per_event(r[0], r[2], r[3]) for r in ours],
+        "all_self": [per_event(r[1], r[2], r[3]) for r in own_time],
     }
 
 
@@ -1052,7 +1052,12 @@ def _ratio_text(ours: SystemResult, theirs: SystemResult) -> str:
     for mine, peer in zip(ours.accept, theirs.accept, strict=False):
         if peer.rate:
             parts.append(f"accepted c={mine.concurrency} x{mine.rate / peer.rate:.1f}")
-    if ours.end_to_end is not None and theirs.end_to_end is not None and theirs.end_to_end.rate:
+    if (
+        ours.end_to_end is not None
+        and theirs.end_to_end is not None
+        and ours.end_to_end.rate is not None
+        and theirs.end_to_end.rate
+    ):
         parts.append(f"end-to-end x{ours.end_to_end.rate / theirs.end_to_end.rate:.1f}")
     return ", ".join(parts)
 
