@@ -25,7 +25,7 @@ from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.service.intake import Intake
 from pacifica.dispatcher.service.outbox import Outbox
 from pacifica.dispatcher.service.supervisor import Supervisor
-from pacifica.dispatcher.service.web import EventMatch, create_app, serve, stop_serving
+from pacifica.dispatcher.service.web import EventMatch, Verify, create_app, serve, stop_serving
 from pacifica.dispatcher.service.worker import (
     WorkerContext,
     create_celery,
@@ -70,12 +70,17 @@ class Service:
         context: WorkerContext = self.celery.dispatcher_context
         return context.deliveries
 
-    def wsgi_app(self, mounts: dict[str, object] | None = None) -> Any:
-        """The receiver/status WSGI app; /eventmatch too when the router has the registry's route."""
+    def wsgi_app(
+        self, mounts: dict[str, object] | None = None, verify: Verify | None = None
+    ) -> Any:
+        """The receiver/status WSGI app; /eventmatch too when the router has the registry's route.
+
+        ``verify`` checks each ``POST /receive`` (headers, body) before it is parsed or stored.
+        """
         registry = any(isinstance(r, SubscriptionRoute) for r in self.router.routes)
         builtin: dict[str, object] = {"eventmatch": EventMatch(self.settings)} if registry else {}
         intake = Intake(self.events.send)
-        return create_app(self.settings, intake.submit, {**builtin, **(mounts or {})})
+        return create_app(self.settings, intake.submit, {**builtin, **(mounts or {})}, verify)
 
 
 def build(
