@@ -126,6 +126,53 @@ def pacifica() -> Iterator[tuple[FakeCartd, FakeIngest]]:
         yield cartd, ingest
 
 
+def launch(
+    files: dict[str, str],
+    workdir: Path,
+    wheelhouse: Path,
+    producer_url: str,
+    transfer: tuple[str, str],
+    port: int | None = None,
+) -> Consumer:
+    """Build ``files`` into a zip and start a consumer of it; return once it is registered."""
+    workdir.mkdir()
+    archive = build_zip(workdir.with_suffix(".zip"), files)
+    env = base_env(workdir, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse))
+    del env["DISPATCHER_DATA_DIR"]  # the embedded default: inside the consumer's temp dir
+    port = port or free_port()
+    cartd_url, ingest_url = transfer
+    command = [
+        *(sys.executable, "-m", "pacifica.dispatcher.consumer.command", str(archive)),
+        *("--producer", producer_url, "--user", USER, "--port", str(port)),
+        *("--cartd-url", cartd_url, "--ingest-url", ingest_url, "--workdir", str(workdir)),
+        *("--timeout", "120", "--grace", "20"),
+    ]
+    log = workdir.with_suffix(".log")
+    process = ManagedProcess(workdir.name, command, env, log).start()
+    consumer = Consumer(process, port, workdir)
+    try:
+        wait_for(
+            lambda: "; ready" in log.read_text() or not process.alive(),
+            90,
+            0.1,
+            f"{workdir.name} to register",
+        )
+    except AssertionError as exc:
+        process.kill()
+        raise AssertionError(f"{exc}\n{process.log_tail()}") from None
+    assert process.alive(), process.log_tail()
+    return consumer
+
+
+def stop_all(consumers: list[Consumer]) -> None:
+    """Stop consumers, and kill what a crashed one left running."""
+    for consumer in consumers:
+        consumer.process.stop()
+        for pid in worker_pids(str(consumer.workdir)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def start_consumer(
     tmp_path: Path,
@@ -134,59 +181,16 @@ def start_consumer(
     pacifica: tuple[FakeCartd, FakeIngest],
 ) -> Iterator[Callable[..., Consumer]]:
     started: list[Consumer] = []
+    cartd, ingest = pacifica
 
     def start(files: dict[str, str], port: int | None = None) -> Consumer:
-        name = f"consumer-{len(started)}"
-        workdir = tmp_path / name
-        workdir.mkdir()
-        archive = build_zip(tmp_path / f"{name}.zip", files)
-        env = base_env(tmp_path / name, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse))
-        del env["DISPATCHER_DATA_DIR"]  # the embedded default: inside the consumer's temp dir
-        port = port or free_port()
-        cartd, ingest = pacifica
-        command = [
-            sys.executable,
-            "-m",
-            "pacifica.dispatcher.consumer.command",
-            str(archive),
-            "--producer",
-            producer.url,
-            "--user",
-            USER,
-            "--port",
-            str(port),
-            "--cartd-url",
-            cartd.url,
-            "--ingest-url",
-            ingest.url,
-            "--workdir",
-            str(workdir),
-            "--timeout",
-            "60",
-            "--grace",
-            "20",
-        ]
-        process = ManagedProcess(name, command, env, tmp_path / f"{name}.log").start()
-        consumer = Consumer(process, port, workdir)
+        workdir = tmp_path / f"consumer-{len(started)}"
+        consumer = launch(files, workdir, wheelhouse, producer.url, (cartd.url, ingest.url), port)
         started.append(consumer)
-        try:
-            wait_for(
-                lambda: "; ready" in process.log_path.read_text() or not process.alive(),
-                90,
-                0.1,
-                f"{name} to register",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{process.log_tail()}") from None
-        assert process.alive(), process.log_tail()
         return consumer
 
     yield start
-    for consumer in started:
-        consumer.process.stop()
-        for pid in worker_pids(str(consumer.workdir)):  # what a crashed consumer left running
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    stop_all(started)
 
 
 def reference_event(cartd: FakeCartd, mimetype: str = "text/plain") -> dict[str, Any]:
