@@ -156,3 +156,15 @@ def test_both_commands_check_and_exit_non_zero_on_errors(
     )
     assert done.returncode == 1
     assert "error: requirements.txt: line 2 'pacifica-notifications-consumer'" in done.stdout
+
+
+def test_a_pip_failure_names_the_requirement_lines_it_is_about(tmp_path: Path) -> None:
+    from pacifica.dispatcher.consumer.environment import failing_lines
+
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("jsonpath2\npacifica-notifications-consumer\npromises  # typo\n")
+    message = (
+        "ERROR: Could not find a version that satisfies the requirement promises "
+        "(from -r requirements.txt (line 3))"
+    )
+    assert failing_lines(requirements, message) == ["line 3 'promises'"]
