@@ -20,6 +20,7 @@ setup(
     include_package_data=True,
     package_data={
         "pacifica.dispatcher": ["py.typed"],
+        "pacifica.dispatcher.consumer": ["sample_events/*.json"],
         "pacifica.dispatcher.template": ["**/*", "**/.*", "**/.*/**/*", "**/.*/**/.*"],
     },
     exclude_package_data={"pacifica.dispatcher.template": ["__pycache__/*", "*.pyc"]},
@@ -40,6 +41,7 @@ setup(
         "dev": [
             "mypy>=1.10",
             "pre-commit>=3",
+            "promise>=2.3",  # the consumer helper module's import, for its unit tests
             "psycopg2-binary>=2.9",
             "pytest>=8",
             "pytest-timeout>=2.3",
@@ -56,6 +58,7 @@ setup(
             "pacifica-dispatcher = pacifica.dispatcher.cli:main",
             "pacifica-notifications = pacifica.dispatcher.subscriptions.notifications:main",
             "pacifica-notifications-cmd = pacifica.dispatcher.subscriptions.notifications:cmd",
+            "start-pacifica-notifications-consumer = pacifica.dispatcher.consumer.command:main",
         ],
     },
     classifiers=[

@@ -54,7 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(commands)
     _add_events(commands)
     _add_new(commands)
+    _add_consumer(commands)
     return parser
+
+
+def _add_consumer(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    consumer = commands.add_parser(
+        "consumer", help="consumer.zip tools (start one with start-pacifica-notifications-consumer)"
+    )
+    actions = consumer.add_subparsers(dest="consumer_command", metavar="ACTION", required=True)
+    check = actions.add_parser("check", help="validate a consumer.zip; exit 0 when valid")
+    check.add_argument("archive", metavar="consumer.zip")
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -171,6 +181,12 @@ def main(
     try:
         if args.command == "new":  # needs no settings: scaffolding must work anywhere
             return _new(args)
+        if args.command == "consumer":  # checks a file only: no settings, no database
+            from pacifica.dispatcher.consumer.archive import check_archive
+
+            report = check_archive(args.archive)
+            print(report.text())
+            return 0 if report.ok else 1
         settings = Settings.from_env()
         with available():  # a database that cannot be reached is an error message, not a traceback
             return _run(args, settings, router_factory, worker_app)

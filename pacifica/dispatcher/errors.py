@@ -143,3 +143,28 @@ class UploadError(TransferError):
 
 class TransferTimeoutError(TransferError, TimeoutError):
     """A cart or an ingest job did not finish within the allowed time."""
+
+
+class InvalidSignatureError(AuthenticationRequiredError):
+    """A delivery is unsigned, or its Standard Webhooks signature or timestamp does not verify."""
+
+
+class ConsumerError(DispatcherError):
+    """A consumer.zip could not be checked, set up, registered or run."""
+
+
+class InvalidArchiveError(ConsumerError, ValueError):
+    """A consumer.zip fails its check; the message lists every reason, each naming the file."""
+
+
+class ConsumerSetupError(ConsumerError, RuntimeError):
+    """Preparing a consumer's environment failed (init.sh, pip), or it cannot be started."""
+
+
+class ProducerError(ConsumerError, RuntimeError):
+    """The producer refused or did not answer a subscription request."""
+
+
+class EntryPointError(ConsumerError, RuntimeError):
+    """A consumer's ``__main__.py`` exited non-zero, was killed or timed out; the message
+    carries its exit status, duration and the tail of its stderr."""

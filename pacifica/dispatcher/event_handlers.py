@@ -24,9 +24,13 @@ class EventHandler(abc.ABC):
     def handle(self, event: CloudEvent) -> None:
         """Process one event; raise to mark the route as failed."""
 
-    def handle_received(self, received: ReceivedEvent) -> None:
-        """Entry point used by routes; built-in handlers override it to see the raw document."""
+    def handle_received(self, received: ReceivedEvent) -> str | None:
+        """Entry point used by routes; built-in handlers override it to see the raw document.
+
+        A string returned is recorded with the run as its report (``GET /get``'s ``report``).
+        """
         self.handle(received.event)
+        return None
 
 
 class NoopEventHandler(EventHandler):

@@ -92,10 +92,11 @@ class Route:
         """True when the JSONPath matches the event document at least once."""
         return bool(self.matches(document))
 
-    def run(self, received: ReceivedEvent, answer: Any, context: RunContext) -> None:
-        """Run the handler for an event this route matched (``answer`` is ``matches``'s)."""
+    def run(self, received: ReceivedEvent, answer: Any, context: RunContext) -> str | None:
+        """Run the handler for an event this route matched (``answer`` is ``matches``'s);
+        return what it reported (recorded with the run), if anything."""
         del answer, context
-        self.event_handler.handle_received(received)
+        return self.event_handler.handle_received(received)
 
     def __call__(self, event: ReceivedEvent | Mapping[str, Any]) -> None:
         """Run the handler on the event (a ``ReceivedEvent`` or an event document)."""
@@ -113,6 +114,7 @@ class RouteOutcome:
     skipped: bool = False  # matched, but it succeeded on an earlier attempt
     started: datetime | None = None
     finished: datetime | None = None
+    report: str | None = None  # what a successful handler reported (``handle_received``)
 
     @property
     def succeeded(self) -> bool:
@@ -126,11 +128,13 @@ def run_route(
     """Run one route, capturing any exception with its formatted traceback."""
     started = datetime.now(timezone.utc)
     try:
-        route.run(event, answer, context or RunContext())
+        report = route.run(event, answer, context or RunContext())
     except Exception as exc:  # a handler's failure is recorded, never propagated
         finished = datetime.now(timezone.utc)
         return RouteOutcome(route, exc, traceback.format_exc(), started=started, finished=finished)
-    return RouteOutcome(route, started=started, finished=datetime.now(timezone.utc))
+    finished = datetime.now(timezone.utc)
+    shown = report if isinstance(report, str) else None
+    return RouteOutcome(route, started=started, finished=finished, report=shown)
 
 
 def compile_path(spec: PathSpec, route_name: str = "route") -> Path:

@@ -66,22 +66,23 @@ def receiver_address() -> tuple[str, int]:
     return str(parts.hostname), int(parts.port or 0)
 
 
-@pytest.fixture
-def dispatcher(
+@contextlib.contextmanager
+def serving_on_notify_port(
     receiver_address: tuple[str, int],
-    pacifica_stack: PacificaStack,  # noqa: F811 (fixture imported above)
+    stack: PacificaStack,
     deployments: Callable[..., Deployment],
+    module: str,
 ) -> Iterator[Deployment]:
-    """The e2e_app dispatcher on the notify port, its runners pointing at the stack."""
+    """``python -m <module> serve`` on the notify port, its runners pointing at the stack."""
     host, port = receiver_address
     deployment = deployments(
-        CARTD_URL=pacifica_stack.cartd_url,
-        INGEST_URL=pacifica_stack.ingest_url,
+        CARTD_URL=stack.cartd_url,
+        INGEST_URL=stack.ingest_url,
         TRANSFER_TIMEOUT=str(SERVICE_TIMEOUT),
         REQUEST_TIMEOUT="60",
     )
     deployment.port = port
-    command = [sys.executable, "-m", "tests.integration.e2e_app", "serve"]
+    command = [sys.executable, "-m", module, "serve"]
     server = ManagedProcess(
         "server",
         [*command, "--host", host, "--port", str(port)],
@@ -109,6 +110,19 @@ def dispatcher(
     with contextlib.suppress(subprocess.TimeoutExpired):
         server.process.wait(SERVICE_TIMEOUT)
     server.kill()  # whatever is left of the group; the port is free again for event sinks
+
+
+@pytest.fixture
+def dispatcher(
+    receiver_address: tuple[str, int],
+    pacifica_stack: PacificaStack,  # noqa: F811 (fixture imported above)
+    deployments: Callable[..., Deployment],
+) -> Iterator[Deployment]:
+    """The e2e_app dispatcher on the notify port, its runners pointing at the stack."""
+    with serving_on_notify_port(
+        receiver_address, pacifica_stack, deployments, "tests.integration.e2e_app"
+    ) as deployment:
+        yield deployment
 
 
 def make_tree(root: Path) -> dict[str, bytes]:

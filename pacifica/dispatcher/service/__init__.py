@@ -28,6 +28,7 @@ from pacifica.dispatcher.service.supervisor import Supervisor
 from pacifica.dispatcher.service.web import (
     EventMatch,
     MountableReceiver,
+    Verify,
     create_app,
     serve,
     stop_serving,
@@ -76,12 +77,17 @@ class Service:
         context: WorkerContext = self.celery.dispatcher_context
         return context.deliveries
 
-    def wsgi_app(self, mounts: dict[str, object] | None = None) -> Any:
-        """The receiver/status WSGI app; /eventmatch too when the router has the registry's route."""
+    def wsgi_app(
+        self, mounts: dict[str, object] | None = None, verify: Verify | None = None
+    ) -> Any:
+        """The receiver/status WSGI app; /eventmatch too when the router has the registry's route.
+
+        ``verify`` checks each ``POST /receive`` (headers, body) before it is parsed or stored.
+        """
         registry = any(isinstance(r, SubscriptionRoute) for r in self.router.routes)
         builtin: dict[str, object] = {"eventmatch": EventMatch(self.settings)} if registry else {}
         intake = Intake(self.events.send)
-        return create_app(self.settings, intake.submit, {**builtin, **(mounts or {})})
+        return create_app(self.settings, intake.submit, {**builtin, **(mounts or {})}, verify)
 
     def mountable_app(self) -> Any:
         """``wsgi_app`` as a ``cherrypy.Application``, for ``cherrypy.tree.mount`` (upstream ``__main__.py``)."""

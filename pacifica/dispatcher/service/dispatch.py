@@ -249,6 +249,7 @@ def _run_row(key: uuidlib.UUID, outcome: RouteOutcome) -> RouteRunRow:
         started=outcome.started or finished,
         finished=finished,
         updated=finished,
+        report=outcome.report,
     )
 
 

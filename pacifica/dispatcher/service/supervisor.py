@@ -45,6 +45,7 @@ class Supervisor:
     window: float = 300.0
     first_delay: float = 1.0
     max_delay: float = 30.0
+    stop_timeout: float = 30.0  # how long a stopping child may finish its work before SIGKILL
     process: Process | None = None
     restarts: int = 0
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -60,7 +61,7 @@ class Supervisor:
         self._stopping.set()
         with self._lock:
             if self.process is not None:
-                stop_process(self.process)
+                stop_process(self.process, self.stop_timeout)
 
     def _watch(self) -> None:
         delay = self.first_delay

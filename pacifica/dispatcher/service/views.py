@@ -68,6 +68,7 @@ def _describe_run(run: RouteRunRow) -> dict[str, Any]:
         "exceptionType": run.exc_type,
         "exceptionValue": run.exc_message,
         "exceptionTraceback": run.exc_traceback,
+        "report": run.report,
         "started": iso(run.started),
         "finished": iso(run.finished),
     }

@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 # Stores events and returns once they are committed (``intake.Intake.submit``).
 Accept = Callable[[Sequence[ReceivedEvent]], list[Acceptance]]
+# Checks a request's headers and body before anything is parsed or stored; raises to refuse
+# (e.g. ``InvalidSignatureError`` → 401). A consumer verifies its producer's signatures with it.
+Verify = Callable[[Mapping[str, str], bytes], None]
 
 
 def json_body(value: Any) -> bytes:
@@ -144,10 +147,17 @@ class Receiver:
     same JSON shape as CherryPy's.
     """
 
-    def __init__(self, settings: Settings, accept: Accept, fallback: cherrypy.Application) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        accept: Accept,
+        fallback: cherrypy.Application,
+        verify: Verify | None = None,
+    ) -> None:
         self.settings = settings
         self.accept = accept
         self.fallback = fallback
+        self.verify = verify
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         """Serve ``/receive``; hand anything else to CherryPy."""
@@ -180,6 +190,8 @@ class Receiver:
         body = read_limited(
             environ["wsgi.input"], environ.get("CONTENT_LENGTH"), self.settings.max_body_bytes
         )
+        if self.verify is not None:
+            self.verify(request_headers, body)
         events = parse_http(request_headers, body)
         accepted = self.accept(events)
         ids = [a.uuid for a in accepted]
@@ -291,11 +303,15 @@ def app_config() -> dict[str, Any]:
 
 
 def create_app(
-    settings: Settings, accept: Accept, mounts: dict[str, object] | None = None
+    settings: Settings,
+    accept: Accept,
+    mounts: dict[str, object] | None = None,
+    verify: Verify | None = None,
 ) -> Receiver:
-    """The WSGI application: receiver and status API, plus extra ``mounts`` (e.g. /eventmatch)."""
+    """The WSGI application: receiver and status API, plus extra ``mounts`` (e.g. /eventmatch);
+    ``verify`` checks every ``POST /receive`` before it is parsed."""
     root = Root({"status": Status(), "get": Get(), **(mounts or {})})
-    return Receiver(settings, accept, cherrypy.Application(root, "", app_config()))
+    return Receiver(settings, accept, cherrypy.Application(root, "", app_config()), verify)
 
 
 class MountableReceiver(cherrypy.Application):  # type: ignore[misc]  # CherryPy is untyped

@@ -89,6 +89,7 @@ class RouteRunRow(NamedTuple):
     started: datetime
     finished: datetime | None
     updated: datetime
+    report: str | None = None  # what the handler reported about a successful run
 
 
 _NEW_DEFAULTS = {"status": int(EventStatus.ACCEPTED), "attempts": 0}
@@ -283,6 +284,7 @@ def _upsert_route_runs(rows: Sequence[dict[str, Any]]) -> None:
         "exc_type",
         "exc_message",
         "exc_traceback",
+        "report",
         "started",
         "finished",
         "updated",
@@ -409,6 +411,7 @@ def route_runs(key: uuidlib.UUID) -> list[RouteRunRow]:
             r.started,
             r.finished,
             r.updated,
+            r.report,
         )
         for r in query
     ]

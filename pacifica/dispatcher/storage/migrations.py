@@ -70,6 +70,14 @@ def _create_host_slots(database: peewee.Database) -> None:
     database.create_tables([HostSlot])
 
 
+@migration(7, "what a route run reported (a consumer entry point's exit status and output)")
+def _add_route_run_report(database: peewee.Database) -> None:
+    table = RouteRun._meta.table_name
+    if "report" not in {c.name for c in database.get_columns(table)}:
+        migrator = SchemaMigrator.from_database(database)
+        migrate(migrator.add_column(table, "report", RouteRun.report))
+
+
 def code_schema_version() -> int:
     """The schema version this code expects."""
     return MIGRATIONS[-1][0]

@@ -105,6 +105,7 @@ class RouteRun(BaseModel):
     exc_type = peewee.CharField(max_length=255, null=True)
     exc_message = peewee.TextField(null=True)
     exc_traceback = peewee.TextField(null=True)
+    report = peewee.TextField(null=True)  # what a successful handler reported (migration 7)
     attempts = peewee.IntegerField(default=0)
     started = UTCDateTimeField(default=utcnow)
     finished = UTCDateTimeField(null=True)

@@ -190,6 +190,7 @@ def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path: Path) -> N
         "3: which message holds an event in processing",
         "4: worker heartbeats; which worker holds an event or a delivery",
         "5: per-host delivery slots (concurrent deliveries per target host)",
+        "7: what a route run reported (a consumer entry point's exit status and output)",
     ]
     check_schema(database)
     assert "claimed_by" in {c.name for c in database.get_columns("dispatcher_event")}
@@ -206,6 +207,7 @@ def test_schema_4_adds_heartbeats_and_holders_to_an_existing_database(tmp_path: 
     assert sync_schema(database) == [
         "4: worker heartbeats; which worker holds an event or a delivery",
         "5: per-host delivery slots (concurrent deliveries per target host)",
+        "7: what a route run reported (a consumer entry point's exit status and output)",
     ]
     check_schema(database)
     for table in ("dispatcher_event", "dispatcher_delivery"):
