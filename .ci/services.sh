@@ -21,7 +21,7 @@ PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 
 start() {
   mkdir -p "$STATE/redis"
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --save '' --appendonly no \
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --databases 1024 --daemonize yes --save '' --appendonly no \
     --dir "$STATE/redis" --pidfile "$STATE/redis/redis.pid" --logfile "$STATE/redis/redis.log"
   if command -v rabbitmq-server >/dev/null; then
     install -d -o rabbitmq -g rabbitmq "$STATE/rabbitmq"

@@ -231,12 +231,7 @@ class RemoteDownloaderRunner(RemoteService, DownloaderRunner):
     @classmethod
     def from_settings(cls, settings: Settings) -> RemoteDownloaderRunner:
         """A runner for ``settings.cartd_url`` with its auth, request and transfer timeouts."""
-        return cls(
-            cart_url=settings.cartd_url,
-            requests_options=settings.requests_options(),
-            request_timeout=settings.request_timeout,
-            default_timeout=settings.transfer_timeout,
-        )
+        return cls(cart_url=settings.cartd_url, **cls.options_from(settings))
 
     def download(
         self,

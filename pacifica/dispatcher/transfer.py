@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.errors import TransferError, TransferTimeoutError
 
 T = TypeVar("T")
@@ -37,6 +38,15 @@ class RemoteService:
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.default_timeout = default_timeout
+
+    @staticmethod
+    def options_from(settings: Settings) -> dict[str, Any]:
+        """The keyword options for a runner from the settings (auth, request and transfer timeouts)."""
+        return {
+            "requests_options": settings.requests_options(),
+            "request_timeout": settings.request_timeout,
+            "default_timeout": settings.transfer_timeout,
+        }
 
     def request(
         self,

@@ -156,9 +156,7 @@ class RemoteUploaderRunner(RemoteService, UploaderRunner):
             settings.ingest_url,
             upload_path=settings.ingest_upload_path,
             status_path=settings.ingest_status_path,
-            requests_options=settings.requests_options(),
-            request_timeout=settings.request_timeout,
-            default_timeout=settings.transfer_timeout,
+            **cls.options_from(settings),
         )
 
     def upload(

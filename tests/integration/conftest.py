@@ -8,6 +8,7 @@ skips the test locally and fails it under CI.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -78,15 +79,24 @@ def redis_base_url() -> str:
     return url
 
 
-_redis_db = iter(range(1, 16))
+_redis_db = itertools.count(1)
 
 
 @pytest.fixture
 def redis_url(redis_base_url: str) -> str:
-    """A Redis database of its own for this test, emptied first."""
+    """A Redis database of its own for this test, emptied first.
+
+    Never shared: a worker a test left behind must not take another test's
+    messages. ``.ci/services.sh`` starts Redis with 1,024 databases.
+    """
     import redis
 
-    url = f"{redis_base_url}/{next(_redis_db, 15)}"
+    client = redis.Redis.from_url(redis_base_url)
+    available = int(str(client.config_get("databases").get("databases", 16)))
+    number = next(_redis_db)
+    if number >= available:
+        pytest.fail(f"Redis has {available} databases; start it as .ci/services.sh does")
+    url = f"{redis_base_url}/{number}"
     redis.Redis.from_url(url).flushdb()
     return url
 

@@ -7,8 +7,7 @@ and ``ConsumerConfig``'s variables), so importing this module does no work.
 
 from __future__ import annotations
 
-from typing import Any
-
+from pacifica.dispatcher.cli import project_entry_points
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.consumer.handler import ConsumerConfig, ConsumerHandler
 from pacifica.dispatcher.downloader_runners import RemoteDownloaderRunner
@@ -16,7 +15,6 @@ from pacifica.dispatcher.router import Router
 
 WORKER_APP = "pacifica.dispatcher.consumer.worker_app:celery_app"
 ROUTE_NAME = "consumer"  # stable across restarts: a redelivered event skips a run that succeeded
-_built: dict[str, Any] = {}
 
 
 def create_router(settings: Settings, config: ConsumerConfig | None = None) -> Router:
@@ -33,11 +31,5 @@ def create_router(settings: Settings, config: ConsumerConfig | None = None) -> R
     return router
 
 
-def __getattr__(name: str) -> Any:
-    if name != "celery_app":
-        raise AttributeError(name)
-    if name not in _built:
-        from pacifica.dispatcher.service.worker import celery_app_from_env
-
-        _built[name] = celery_app_from_env(create_router)
-    return _built[name]
+# ``celery_app`` is built on first access, the way every dispatcher project's is.
+__getattr__, _main = project_entry_points(create_router, WORKER_APP)
