@@ -646,6 +646,7 @@ class SoakResult:
     faults: list[Fault] = field(default_factory=list)
     memory: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    stack_dumps: list[str] = field(default_factory=list)
     workdir: str = ""
     error: str | None = None
 
@@ -688,7 +689,11 @@ def run_scenario(name: str, args: argparse.Namespace, folder: Path) -> SoakResul
         result.memory["start"] = scenario.memory()
         ids = [f"soak-{name}-{n}" for n in range(args.events)]
         poster = Poster(scenario.port, ids, args.threads, args.give_up_after)
-        pending = scenario.faults()
+        pending = [
+            (fault, inject)
+            for fault, inject in scenario.faults()
+            if not any(skip in fault.name for skip in args.skip_fault)
+        ]
         sampled_10 = False
         last_log = 0.0
         poster.start()
@@ -723,8 +728,11 @@ def run_scenario(name: str, args: argparse.Namespace, folder: Path) -> SoakResul
         posted_at = time.time()
         result.post_seconds = (tally.last_accept or posted_at) - tally.first_post
         accepted_ids = set(tally.accepted)
-        statuses = wait_final(scenario, accepted_ids, args.drain_timeout, record)
+        statuses, stopped_early = wait_final(scenario, accepted_ids, args, record)
         drained_at = time.time()
+        if stopped_early:
+            result.problems.append(stopped_early)
+            result.stack_dumps = dump_stacks(scenario, folder)
         time.sleep(2)  # let the handlers' last appends land
         record.poll()
         result.memory["end"] = scenario.memory()
@@ -761,7 +769,7 @@ def run_scenario(name: str, args: argparse.Namespace, folder: Path) -> SoakResul
         result.accept_rate = result.accepted / result.post_seconds if result.post_seconds else 0.0
         e2e = drained_at - tally.first_post
         result.end_to_end_rate = result.final / e2e if e2e else 0.0
-        result.problems = scenario.problems()
+        result.problems += scenario.problems()
         if result.not_final:
             result.problems.append(
                 f"{result.not_final} accepted events not final: {result.not_final_statuses}"
@@ -777,10 +785,16 @@ def run_scenario(name: str, args: argparse.Namespace, folder: Path) -> SoakResul
 
 
 def wait_final(
-    scenario: Scenario, accepted: set[str], timeout: float, record: RecordFile
-) -> dict[str, int]:
-    """Poll the database until every accepted event is final or ``timeout`` passed."""
-    deadline = time.monotonic() + timeout
+    scenario: Scenario, accepted: set[str], args: argparse.Namespace, record: RecordFile
+) -> tuple[dict[str, int], str | None]:
+    """Poll the database until every accepted event is final; (statuses, why it stopped early).
+
+    Gives up after ``--drain-timeout``, or sooner when nothing became final for
+    ``--stall-timeout`` seconds (longer than every recovery delay: WORKER_DEAD_AFTER
+    and REQUEUE_AFTER are 30 s).
+    """
+    deadline = time.monotonic() + args.drain_timeout
+    last_waiting, last_progress = -1, time.monotonic()
     while True:
         statuses = scenario.statuses()
         waiting = sum(statuses.get(i) not in FINAL_STATUSES for i in accepted)
@@ -792,9 +806,36 @@ def wait_final(
             len(accepted),
             len(record.times),
         )
-        if not waiting or time.monotonic() > deadline:
-            return statuses
+        if not waiting:
+            return statuses, None
+        if waiting != last_waiting:
+            last_waiting, last_progress = waiting, time.monotonic()
+        if time.monotonic() - last_progress > args.stall_timeout:
+            return statuses, f"stalled: nothing became final for {args.stall_timeout:.0f} s"
+        if time.monotonic() > deadline:
+            return statuses, f"drain timeout ({args.drain_timeout:.0f} s)"
         time.sleep(5)
+
+
+def dump_stacks(scenario: Scenario, folder: Path) -> list[str]:
+    """py-spy dumps of every worker process (main and pool), when py-spy is installed."""
+    py_spy = Path(PYTHON).parent / "py-spy"
+    if not py_spy.exists():
+        return []
+    written = []
+    for main in scenario.workers().values():
+        for pid in [main, *children_of(main)]:
+            out = folder / f"stall-py-spy-{pid}.txt"
+            dump = subprocess.run(
+                [str(py_spy), "dump", "--pid", str(pid)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            out.write_text(dump.stdout + dump.stderr)
+            written.append(str(out))
+    return written
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -894,6 +935,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=1800.0,
         help="seconds to wait for every accepted event to be final [1800]",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=300.0,
+        help="stop draining when nothing became final for this long (py-spy dumps the workers) [300]",
+    )
+    parser.add_argument(
+        "--skip-fault",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="leave out the faults whose name contains TEXT (e.g. 'pool child'); repeatable",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument(
