@@ -580,9 +580,9 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_redis(procs: Processes, folder: Path) -> int:
-    """A private, non-persistent redis-server on a free loopback port."""
-    port = free_port()
+def start_redis(procs: Processes, folder: Path, port: int | None = None) -> int:
+    """A private, non-persistent redis-server on ``port`` (default: a free loopback port)."""
+    port = port or free_port()
     redis = procs.start(
         "redis",
         [
