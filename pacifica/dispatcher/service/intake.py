@@ -143,7 +143,12 @@ class Intake:
         if not ids:
             return
         try:
-            self.publish(ids)
+            with available():  # marking them sent is a query: a dead connection is dropped
+                self.publish(ids)
+        except StorageUnavailableError as exc:
+            log.warning(
+                "%d message(s) sent but not marked (%s); the sweeper will send again", len(ids), exc
+            )
         except Exception:  # the sweeper publishes whatever is left unmarked
             log.exception("publishing %d message(s) failed; the sweeper will retry", len(ids))
 

@@ -11,14 +11,17 @@ first so that two sweepers never both send it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from pacifica.dispatcher.storage import deliveries, events
+from pacifica.dispatcher.storage.statements import SWEEP_BATCH
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
+SWEEP_BUDGET = 20.0  # seconds one sweep may spend sending a backlog
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,22 @@ class Outbox(Generic[K]):
         self.mark_sent(sent)
         return sent
 
-    def sweep(self, grace: float) -> list[K]:
-        """Send every stranded row again; return the keys sent."""
-        sent = self.send(self.stranded(grace))
+    def sweep(self, grace: float, budget: float = SWEEP_BUDGET) -> list[K]:
+        """Send every stranded row again, a batch at a time, for up to ``budget`` seconds.
+
+        A broker that lost its whole queue leaves a backlog of many batches:
+        they go out at once rather than one batch per sweep interval. Returns
+        the keys sent.
+        """
+        started, sent = time.monotonic(), []
+        while True:
+            batch = self.stranded(grace)
+            went = self.send(batch)
+            sent += went
+            if len(batch) < SWEEP_BATCH or len(went) < len(batch):  # done, or the broker is away
+                break
+            if time.monotonic() - started > budget:
+                break
         if sent:
             log.info("sent %d stranded %s message(s)", len(sent), self.name)
         return sent

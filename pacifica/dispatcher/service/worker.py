@@ -228,7 +228,7 @@ def worker_arguments(settings: Settings, deliveries: bool = False) -> list[str]:
             "--hostname",
             "deliveries@%h",
         ]
-    return [
+    events = [
         "--queues",
         EVENT_QUEUE,
         "--concurrency",
@@ -236,6 +236,13 @@ def worker_arguments(settings: Settings, deliveries: bool = False) -> list[str]:
         "--hostname",
         "events@%h",
     ]
+    if settings.embedded_broker:
+        # With a transport that cannot wake the pool (the embedded file broker), billiard's
+        # prefork children share one queue lock: a child killed while waiting holds it for
+        # good and the worker, alive and beating, never runs another event (BENCHMARKS.md,
+        # soak). Threads cannot be killed one at a time.
+        events += ["--pool", "threads"]
+    return events
 
 
 def process_task(task: Task, *task_ids: str) -> dict[str, str]:

@@ -24,7 +24,7 @@ from pacifica.dispatcher.storage.schema import (
     HostSlot,
     Subscription,
 )
-from pacifica.dispatcher.storage.statements import chunks, claim_unsent
+from pacifica.dispatcher.storage.statements import SWEEP_BATCH, chunks, claim_unsent
 from pacifica.dispatcher.storage.subscriptions import SubscriptionRow, bump_revision
 from pacifica.dispatcher.storage.values import DeliveryStatus, utcnow
 
@@ -251,7 +251,7 @@ def _count_failure(key: uuidlib.UUID, reason: str, disable_after: int, now: date
     return disabled == 1
 
 
-def claim_overdue(grace: float, limit: int = 500) -> list[int]:
+def claim_overdue(grace: float, limit: int = SWEEP_BATCH) -> list[int]:
     """Claim pending deliveries overdue by ``grace`` seconds (the deliveries' side of the outbox sweep)."""
     now = utcnow()
     cutoff = now - timedelta(seconds=grace)

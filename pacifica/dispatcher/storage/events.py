@@ -18,6 +18,7 @@ import peewee
 from pacifica.dispatcher.storage.database import supports_returning, write_transaction
 from pacifica.dispatcher.storage.schema import EventRecord, RouteRun, database_proxy
 from pacifica.dispatcher.storage.statements import (
+    SWEEP_BATCH,
     chunks,
     claim_unsent,
     insert_rows,
@@ -299,7 +300,9 @@ def _upsert_route_runs(rows: Sequence[dict[str, Any]]) -> None:
     RouteRun.insert_many(rows).on_conflict(conflict_target=target, update=update).execute()
 
 
-def claim_stranded(requeue_after: float, processing_lease: float, limit: int = 500) -> list[str]:
+def claim_stranded(
+    requeue_after: float, processing_lease: float, limit: int = SWEEP_BATCH
+) -> list[str]:
     """Claim events to send again (the events' side of the outbox sweep).
 
     That is: events still ``202 Accepted`` ``requeue_after`` seconds after they

@@ -105,6 +105,7 @@ def _in(database: peewee.Database, column: str, count: int) -> str:
 
 
 T = TypeVar("T")
+SWEEP_BATCH = 500  # rows one sweep claims at a time
 
 
 def chunks(items: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
