@@ -18,6 +18,7 @@ from typing import Any
 from pacifica.dispatcher import __version__
 from pacifica.dispatcher.config import Settings, settings_table
 from pacifica.dispatcher.errors import DispatcherError
+from pacifica.dispatcher.history import command as history_command
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.storage import (
     available,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_events(commands)
     _add_new(commands)
     _add_consumer(commands)
+    history_command.add_jsonpath_parser(commands)
     return parser
 
 
@@ -239,6 +241,9 @@ def _run(
         return _db(args.db_command, settings)
     if command == "events":
         return _events(args, settings, router_factory)
+    if command == "jsonpath":
+        service.open_checked_database(settings)
+        return history_command.run_jsonpath(args)
     router = router_factory(settings) if router_factory else None
     built = service.build(settings, router)
     if command == "worker":

@@ -27,6 +27,8 @@ from pacifica.dispatcher.errors import (
     NotFoundError,
 )
 from pacifica.dispatcher.events import ReceivedEvent, parse_http
+from pacifica.dispatcher.history import api as history_api
+from pacifica.dispatcher.history import dryrun
 from pacifica.dispatcher.service import dispatch, views
 from pacifica.dispatcher.service.dispatch import Acceptance
 from pacifica.dispatcher.service.http import (
@@ -250,18 +252,28 @@ class EventMatch:
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidSubscriptionError(f"body is not valid JSON: {exc}") from exc
 
-    def GET(self, key: str | None = None, *rest: str) -> bytes:
-        """The caller's subscriptions (``[]`` when none), or one of them."""
-        _no_more(rest)
+    def GET(self, key: str | None = None, *rest: str, **params: str) -> bytes:
+        """The caller's subscriptions (``[]`` when none), or one of them; ``<uuid>/test``
+        dry-runs a saved one's JSONPath over stored events (``?last=&since=&until=&event=``)."""
         user = self._user()
+        if key is not None and rest == ("test",):
+            return json_body(dryrun.to_json(history_api.dry_run_saved(user, key, params)))
+        _no_more(rest)
+        if params:
+            raise NotFoundError(f"no query parameters here: {cherrypy.request.path_info}")
         if key is None:
             return json_body([registry.to_json(s) for s in registry.list_for(user)])
         return json_body(registry.to_json(registry.get(user, key)))
 
     def POST(self, *vpath: str) -> bytes:
-        """Create a subscription; the server picks uuid, user, timestamps and version."""
+        """Create a subscription; the server picks uuid, user, timestamps and version.
+        ``/eventmatch/test`` dry-runs a JSONPath over stored events instead."""
+        if vpath == ("test",):
+            self._user()
+            return json_body(dryrun.to_json(history_api.dry_run_posted(self._body())))
         _no_more(vpath)
-        return json_body(registry.create(self._user(), self._body(), self.policy))
+        created = registry.create(self._user(), self._body(), self.policy)
+        return json_body(history_api.with_recent_note(created))
 
     def PUT(self, key: str | None = None, *rest: str) -> bytes:
         """Update the fields a user may change."""
@@ -269,7 +281,8 @@ class EventMatch:
         user = self._user()
         if key is None:
             raise NotFoundError("PUT needs a subscription id: /eventmatch/<uuid>")
-        return json_body(registry.update(user, key, self._body(), self.policy))
+        updated = registry.update(user, key, self._body(), self.policy)
+        return json_body(history_api.with_recent_note(updated))
 
     def DELETE(self, key: str | None = None, *rest: str) -> bytes:
         """Soft-delete a subscription; 200 with an empty body, as upstream."""
