@@ -103,7 +103,9 @@ def _add_db(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _add_events(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    events = commands.add_parser("events", help="inspect, purge, requeue or retry stored events")
+    events = commands.add_parser(
+        "events", help="inspect, purge, requeue, retry or replay stored events"
+    )
     actions = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)
     get = actions.add_parser("get", help="show events (by task id, or the most recent)")
     get.add_argument("ids", nargs="*", metavar="ID", help="task ids")
@@ -122,6 +124,7 @@ def _add_events(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "dead-lettered, failed or refused deliveries",
     )
     retry.add_argument("ids", nargs="+", metavar="ID", help="task ids")
+    history_command.add_replay_parser(actions)
 
 
 def _add_new(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -326,6 +329,8 @@ def _events(
         return 0
     router = router_factory(settings) if router_factory else None
     built = service.build(settings, router)
+    if action == "replay":
+        return history_command.run_replay(args, built.deliveries)
     if action == "requeue":
         ids = events.claim_stranded(0, settings.processing_lease)
     else:

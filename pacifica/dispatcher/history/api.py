@@ -117,3 +117,60 @@ def with_recent_note(answer: dict[str, Any]) -> dict[str, Any]:
     except InvalidSubscriptionError:  # stored before validation got stricter: say nothing
         return answer
     return {**answer, "warnings": [note]} if note else answer
+
+
+MAX_REPLAY_EVENTS = 10_000  # events one HTTP replay may send (the CLI has no limit)
+MAX_HTTP_RATE = 100.0  # deliveries per second
+
+
+def replay_posted(user: str, key: str, body: Any) -> dict[str, Any]:
+    """``POST /eventmatch/<uuid>/replay``: ``{"since", "until", "jsonpath", "rate",
+    "dry_run"}``; the caller's own subscription only. The answer says how many events go;
+    unless it is a dry run the replay is stored, and the workers send each delivery when due.
+
+    Raises:
+        NotFoundError: the caller has no such subscription.
+        InvalidRequestError: a bad body, no ``since``, a bad rate, or too many events.
+        InvalidSubscriptionError: the JSONPath is too complex or does not parse.
+    """
+    from pacifica.dispatcher.history import replay
+
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the body must be a JSON object")
+    unknown = sorted(set(body) - {"since", "until", "jsonpath", "rate", "dry_run"})
+    if unknown:
+        raise InvalidRequestError(f"unknown parameter {unknown[0][:100]!r}")
+    subscription = registry.get(user, key)
+    if not body.get("since"):
+        raise InvalidRequestError("since (an ISO date or date-time) is required")
+    since = parse_when("since", body["since"])
+    until = parse_when("until", body["until"]) if body.get("until") else None
+    rate_value = body.get("rate", replay.DEFAULT_RATE)
+    if isinstance(rate_value, bool) or not isinstance(rate_value, (int, float)):
+        raise InvalidRequestError("rate must be a number")
+    rate = replay.check_rate(float(rate_value), MAX_HTTP_RATE)
+    jsonpath = body.get("jsonpath")
+    if jsonpath is not None:
+        user_jsonpath(jsonpath)
+    selection = Selection(last=None, since=since, until=until)
+    chosen = replay.plan(subscription, selection, jsonpath)
+    if len(chosen.events) > MAX_REPLAY_EVENTS:
+        raise InvalidRequestError(
+            f"{len(chosen.events)} events selected; at most {MAX_REPLAY_EVENTS} per request "
+            "(narrow since/until, or use `pacifica-dispatcher events replay`)"
+        )
+    dry = bool(body.get("dry_run", False))
+    key_made = (
+        None
+        if dry or not chosen.events
+        else replay.start(subscription, selection, chosen, user, rate)
+    )
+    return {
+        "replay": key_made,
+        "subscription": str(subscription.uuid),
+        "events": len(chosen.events),
+        "jsonpath": chosen.jsonpath,
+        "rate": rate,
+        "dry_run": dry,
+        "seconds": round(len(chosen.events) / rate, 1),
+    }

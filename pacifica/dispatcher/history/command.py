@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import uuid as uuidlib
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from pacifica.dispatcher.errors import InvalidRequestError
 
@@ -70,3 +73,76 @@ def run_jsonpath(args: argparse.Namespace) -> int:
     if not run.examined:
         print("no stored events were selected", file=sys.stderr)
     return 0 if run.matched else 1
+
+
+def add_replay_parser(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``events replay --subscription UUID --since DATE [...]``."""
+    replay = actions.add_parser(
+        "replay",
+        help="send stored events again to one subscription (marked as replays, throttled)",
+        description="Send the stored events created in [--since, --until) that the JSONPath "
+        "(the subscription's own unless --jsonpath) matches to one subscription again. Each "
+        "delivery carries a 'webhook-replay: <replay id>' header. Deliveries are scheduled "
+        "--rate per second in the database: if this command stops, the workers send the rest.",
+    )
+    replay.add_argument("--subscription", type=uuidlib.UUID, required=True, help="its uuid")
+    replay.add_argument("--since", type=_when, required=True, help="created at or after")
+    replay.add_argument("--until", type=_when, help="created before (ISO date/time)")
+    replay.add_argument("--jsonpath", help="select with this JSONPath instead")
+    replay.add_argument("--rate", type=float, default=10.0, help="deliveries per second [10]")
+    replay.add_argument("--dry-run", action="store_true", help="only say how many would go")
+    replay.add_argument(
+        "--no-wait", action="store_true", help="return once stored (the workers send them)"
+    )
+
+
+def run_replay(args: argparse.Namespace, deliveries: Any) -> int:
+    """Run ``events replay``: print how many would go, then (unless ``--dry-run``) store the
+    replay and publish its deliveries as they fall due, with progress on stderr.
+
+    Raises:
+        NotFoundError: no such subscription.
+        InvalidRequestError: a bad rate.
+    """
+    from pacifica.dispatcher.errors import NotFoundError
+    from pacifica.dispatcher.history import replay
+    from pacifica.dispatcher.history.dryrun import Selection
+    from pacifica.dispatcher.storage.replays import subscription_by_id
+
+    subscription = subscription_by_id(args.subscription)
+    if subscription is None:
+        raise NotFoundError(f"no subscription {args.subscription}")
+    rate = replay.check_rate(args.rate, 10_000)
+    selection = Selection(last=None, since=args.since, until=args.until)
+    chosen = replay.plan(subscription, selection, args.jsonpath)
+    seconds = len(chosen.events) / rate
+    print(
+        f"{len(chosen.events)} event(s) would be sent to subscription {subscription.uuid} "
+        f"({subscription.name}) at {rate:g}/s (about {seconds:.0f} s)"
+    )
+    if args.dry_run or not chosen.events:
+        return 0
+    key = replay.start(subscription, selection, chosen, "cli", rate)
+    print(f"replay {key} stored", flush=True)
+    if args.no_wait:
+        return 0
+    final = replay.pump(key, deliveries, _replay_printer())
+    print(replay.describe(final))
+    return 0 if final.failed == 0 else 1
+
+
+def _replay_printer() -> Callable[[Any], None]:
+    """Progress on stderr: one rewritten line on a terminal, a line a second otherwise."""
+    from pacifica.dispatcher.history.replay import describe
+
+    last = [0.0]
+
+    def show(progress: Any) -> None:
+        now = time.monotonic()
+        if sys.stderr.isatty():
+            print(f"\r{describe(progress)}", end="", file=sys.stderr, flush=True)
+        elif now - last[0] >= 1.0 or progress.done:
+            last[0] = now
+            print(describe(progress), file=sys.stderr, flush=True)
+
+    return show

@@ -267,10 +267,13 @@ class EventMatch:
 
     def POST(self, *vpath: str) -> bytes:
         """Create a subscription; the server picks uuid, user, timestamps and version.
-        ``/eventmatch/test`` dry-runs a JSONPath over stored events instead."""
+        ``/eventmatch/test`` dry-runs a JSONPath over stored events instead, and
+        ``/eventmatch/<uuid>/replay`` sends stored events to that subscription again."""
         if vpath == ("test",):
             self._user()
             return json_body(dryrun.to_json(history_api.dry_run_posted(self._body())))
+        if len(vpath) == 2 and vpath[1] == "replay":
+            return json_body(history_api.replay_posted(self._user(), vpath[0], self._body()))
         _no_more(vpath)
         created = registry.create(self._user(), self._body(), self.policy)
         return json_body(history_api.with_recent_note(created))

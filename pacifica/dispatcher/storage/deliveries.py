@@ -42,6 +42,7 @@ class DeliveryJob:
     policy_status: int | None
     document: Any
     subscription: SubscriptionRow
+    replay: int = 0  # the replay this delivery belongs to (0: the original delivery)
 
 
 class RequestLog(NamedTuple):
@@ -147,6 +148,7 @@ def claim(
         policy_status=row.policy_status,
         document=row.event.document,
         subscription=SubscriptionRow.from_record(row.subscription),
+        replay=row.replay,
     )
 
 
