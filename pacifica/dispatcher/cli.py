@@ -329,6 +329,8 @@ def _events(
         return 0
     router = router_factory(settings) if router_factory else None
     built = service.build(settings, router)
+    if action == "replay" and args.route:
+        return history_command.run_route_replay(args, built.events)
     if action == "replay":
         return history_command.run_replay(args, built.deliveries)
     if action == "requeue":

@@ -79,13 +79,19 @@ def add_replay_parser(actions: argparse._SubParsersAction[argparse.ArgumentParse
     """``events replay --subscription UUID --since DATE [...]``."""
     replay = actions.add_parser(
         "replay",
-        help="send stored events again to one subscription (marked as replays, throttled)",
+        help="send stored events again to one subscription (marked as replays, throttled), "
+        "or run one route again on them",
         description="Send the stored events created in [--since, --until) that the JSONPath "
         "(the subscription's own unless --jsonpath) matches to one subscription again. Each "
         "delivery carries a 'webhook-replay: <replay id>' header. Deliveries are scheduled "
         "--rate per second in the database: if this command stops, the workers send the rest.",
     )
-    replay.add_argument("--subscription", type=uuidlib.UUID, required=True, help="its uuid")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--subscription", type=uuidlib.UUID, help="a subscription's uuid")
+    which.add_argument(
+        "--route", help="a route's name: run its handler again on the events (failed runs)"
+    )
+    replay.add_argument("--all", action="store_true", help="with --route: every run, not failed")
     replay.add_argument("--since", type=_when, required=True, help="created at or after")
     replay.add_argument("--until", type=_when, help="created before (ISO date/time)")
     replay.add_argument("--jsonpath", help="select with this JSONPath instead")
@@ -94,6 +100,41 @@ def add_replay_parser(actions: argparse._SubParsersAction[argparse.ArgumentParse
     replay.add_argument(
         "--no-wait", action="store_true", help="return once stored (the workers send them)"
     )
+
+
+def run_route_replay(args: argparse.Namespace, events: Any) -> int:
+    """Run ``events replay --route``: say how many runs would repeat, then mark them and
+    send their events at ``--rate``; only the marked routes run (others keep their outcome).
+
+    Raises:
+        InvalidRequestError: a bad rate.
+    """
+    from pacifica.dispatcher.history import replay
+    from pacifica.dispatcher.history.dryrun import Selection
+
+    rate = replay.check_rate(args.rate, 10_000)
+    selection = Selection(last=None, since=args.since, until=args.until)
+    only_failed = not args.all
+    chosen = replay.plan_route(args.route, selection, args.jsonpath, only_failed)
+    kind = "failed run(s)" if only_failed else "run(s)"
+    print(f"{len(chosen.events)} {kind} of route {args.route!r} would run again at {rate:g}/s")
+    if args.dry_run or not chosen.events:
+        return 0
+    key, keys = replay.start_route(args.route, selection, chosen, "cli", rate, only_failed)
+    print(f"replay {key} stored", flush=True)
+    if args.no_wait:
+        return 0
+    sent = replay.send_paced(keys, events, rate, _sent_printer())
+    print(f"replay {key}: sent {sent} of {len(keys)} event(s)")
+    return 0 if sent == len(keys) else 1
+
+
+def _sent_printer() -> Callable[[int, int], None]:
+    def show(done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(f"\rsending: {done}/{total} event(s)", end=end, file=sys.stderr, flush=True)
+
+    return show
 
 
 def run_replay(args: argparse.Namespace, deliveries: Any) -> int:

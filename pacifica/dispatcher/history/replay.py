@@ -12,6 +12,7 @@ are overdue, in schedule order, so a replay always finishes.
 from __future__ import annotations
 
 import threading
+import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,3 +106,60 @@ def describe(progress: ReplayProgress) -> str:
         f"replay {progress.replay}: {progress.delivered}/{progress.total} delivered, "
         f"{progress.failed} failed, {progress.pending} pending"
     )
+
+
+def plan_route(route: str, selection: Selection, jsonpath: str | None, only_failed: bool) -> Plan:
+    """The stored events whose run of ``route`` a route replay would repeat: in ``selection``,
+    matched by ``jsonpath`` (if given), with a failed run of the route (or any run).
+
+    Raises:
+        InvalidSubscriptionError: the JSONPath does not parse.
+    """
+    path = compile_jsonpath(jsonpath) if jsonpath else None
+    found = event_documents(selection.last, selection.since, selection.until, selection.ids)
+    candidates = [d.uuid for d in reversed(found) if path is None or safe_matches(path, d.document)]
+    repeatable = replays.with_route_runs(route, candidates, only_failed)
+    chosen = [key for key in candidates if key in repeatable]
+    return Plan(chosen, jsonpath or "")
+
+
+def start_route(
+    route: str, selection: Selection, chosen: Plan, user: str, rate: float, only_failed: bool
+) -> tuple[int, list[uuidlib.UUID]]:
+    """Mark the route's runs to run again; the replay's id and the events to send."""
+    asked = NewReplay(
+        "route",
+        user,
+        rate,
+        route=route,
+        jsonpath=chosen.jsonpath or None,
+        since=selection.since,
+        until=selection.until,
+    )
+    return replays.mark_route_replay(asked, chosen.events, only_failed)
+
+
+def send_paced(
+    keys: list[uuidlib.UUID],
+    outbox: Outbox[str],
+    rate: float,
+    show: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Publish events to the events' outbox at ``rate`` per second; how many were sent.
+
+    Events left unsent (this process stopped) are ``202 Accepted`` in the database: the
+    workers' sweep sends them after ``REQUEUE_AFTER``, unpaced.
+    """
+    stop = stop or threading.Event()
+    started, sent = time.monotonic(), 0
+    while sent < len(keys):
+        due = min(len(keys), int((time.monotonic() - started) * rate) + 1)
+        if due > sent:
+            outbox.send([str(k) for k in keys[sent:due]])  # what the broker refused: swept later
+            sent = due
+            if show is not None:
+                show(sent, len(keys))
+        if sent < len(keys) and stop.wait(TICK):
+            break
+    return sent

@@ -19,10 +19,16 @@ from typing import cast
 import peewee
 
 from pacifica.dispatcher.storage.database import write_transaction
-from pacifica.dispatcher.storage.schema import Delivery, Replay, Subscription
+from pacifica.dispatcher.storage.schema import (
+    Delivery,
+    EventRecord,
+    Replay,
+    RouteRun,
+    Subscription,
+)
 from pacifica.dispatcher.storage.statements import chunks, claim_unsent
 from pacifica.dispatcher.storage.subscriptions import SubscriptionRow
-from pacifica.dispatcher.storage.values import DeliveryStatus, utcnow
+from pacifica.dispatcher.storage.values import DeliveryStatus, EventStatus, RunStatus, utcnow
 
 
 @dataclass(frozen=True)
@@ -126,3 +132,53 @@ def subscription_by_id(key: uuidlib.UUID) -> SubscriptionRow | None:
     """Any user's live subscription with this id (the command line acts for every user)."""
     record = Subscription.get_or_none((Subscription.uuid == key) & Subscription.deleted.is_null())
     return None if record is None else SubscriptionRow.from_record(record)
+
+
+def mark_route_replay(
+    replay: NewReplay, candidates: Sequence[uuidlib.UUID], only_failed: bool
+) -> tuple[int, list[uuidlib.UUID]]:
+    """Mark the route's runs among ``candidates`` (its failed runs, or all) to run again and put
+    their events back to ``202 Accepted``; the replay's id and the events, oldest first.
+
+    The next processing of such an event runs only the marked routes (``dispatch``).
+    """
+    with write_transaction():
+        found = with_route_runs(str(replay.route), candidates, only_failed)
+        chosen = [key for key in candidates if key in found]
+        key = int(
+            Replay.insert(
+                kind="route",
+                route=replay.route,
+                user=replay.user,
+                jsonpath=replay.jsonpath,
+                since=replay.since,
+                until=replay.until,
+                rate=replay.rate,
+                total=len(chosen),
+            ).execute()
+        )
+        now = utcnow()
+        for chunk in chunks(chosen):
+            RouteRun.update(status=int(RunStatus.REPLAY), updated=now).where(
+                (RouteRun.route == replay.route) & RouteRun.event.in_(list(chunk))
+            ).execute()
+            EventRecord.update(
+                status=int(EventStatus.ACCEPTED), enqueued=None, finished=None, updated=now
+            ).where(EventRecord.uuid.in_(list(chunk))).execute()
+    return key, chosen
+
+
+def with_route_runs(
+    route: str, candidates: Sequence[uuidlib.UUID], only_failed: bool
+) -> set[uuidlib.UUID]:
+    """Which of ``candidates`` have a run of ``route`` (a failed one, or any) to repeat."""
+    wanted = [RunStatus.FAILED] if only_failed else [RunStatus.FAILED, RunStatus.SUCCEEDED]
+    found: set[uuidlib.UUID] = set()
+    for chunk in chunks(candidates):
+        query = RouteRun.select(RouteRun.event).where(
+            (RouteRun.route == route)
+            & RouteRun.event.in_(list(chunk))
+            & RouteRun.status.in_([int(s) for s in wanted])
+        )
+        found.update(row[0] for row in cast(list[tuple[uuidlib.UUID]], list(query.tuples())))
+    return found
