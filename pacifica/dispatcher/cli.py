@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_new(commands)
     _add_consumer(commands)
     history_command.add_jsonpath_parser(commands)
+    history_command.add_lineage_parser(commands)
     return parser
 
 
@@ -247,6 +248,9 @@ def _run(
     if command == "jsonpath":
         service.open_checked_database(settings)
         return history_command.run_jsonpath(args)
+    if command == "lineage":
+        service.open_checked_database(settings)
+        return history_command.run_lineage(args)
     router = router_factory(settings) if router_factory else None
     built = service.build(settings, router)
     if command == "worker":

@@ -187,3 +187,29 @@ def _replay_printer() -> Callable[[Any], None]:
             print(describe(progress), file=sys.stderr, flush=True)
 
     return show
+
+
+def add_lineage_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``lineage TRANSACTION_ID [--json]``."""
+    lineage = commands.add_parser(
+        "lineage",
+        help="what produced a transaction and what was produced from it (handlers' uploads)",
+    )
+    lineage.add_argument("transaction", help="a Pacifica transaction id")
+    lineage.add_argument("--json", action="store_true", help="answer as JSON (as the HTTP API)")
+
+
+def run_lineage(args: argparse.Namespace) -> int:
+    """Run ``lineage``: exit 0 when anything is recorded for the transaction, 1 otherwise.
+
+    Raises:
+        InvalidRequestError: the id is not a number.
+    """
+    from pacifica.dispatcher.history import lineage
+
+    found = lineage.chain(lineage.parse_transaction(args.transaction))
+    if args.json:
+        print(json.dumps(lineage.to_json(found), ensure_ascii=False, indent=2))
+    else:
+        print(lineage.to_text(found))
+    return 0 if found.ancestors or found.descendants else 1

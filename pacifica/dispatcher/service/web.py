@@ -28,7 +28,7 @@ from pacifica.dispatcher.errors import (
 )
 from pacifica.dispatcher.events import ReceivedEvent, parse_http
 from pacifica.dispatcher.history import api as history_api
-from pacifica.dispatcher.history import dryrun
+from pacifica.dispatcher.history import dryrun, lineage
 from pacifica.dispatcher.service import dispatch, views
 from pacifica.dispatcher.service.dispatch import Acceptance
 from pacifica.dispatcher.service.http import (
@@ -227,6 +227,18 @@ class Get:
         return json_body(views.describe(dispatch.get_event(parse_task_id(task_id))))
 
 
+class LineageView:
+    """``GET /lineage/<transaction id>``: what produced it and what was produced from it."""
+
+    exposed = True
+
+    def GET(self, transaction: str | None = None, *rest: str) -> bytes:
+        """Answer the chain both ways (``history.lineage.to_json``)."""
+        _no_more(rest)
+        found = lineage.chain(lineage.parse_transaction(transaction))
+        return json_body(lineage.to_json(found))
+
+
 class EventMatch:
     """``/eventmatch``: the caller's subscriptions (create, list, read, update, delete)."""
 
@@ -326,7 +338,7 @@ def create_app(
 ) -> Receiver:
     """The WSGI application: receiver and status API, plus extra ``mounts`` (e.g. /eventmatch);
     ``verify`` checks every ``POST /receive`` before it is parsed."""
-    root = Root({"status": Status(), "get": Get(), **(mounts or {})})
+    root = Root({"status": Status(), "get": Get(), "lineage": LineageView(), **(mounts or {})})
     return Receiver(settings, accept, cherrypy.Application(root, "", app_config()), verify)
 
 
