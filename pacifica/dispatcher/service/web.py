@@ -267,10 +267,12 @@ class EventMatch:
     def GET(self, key: str | None = None, *rest: str, **params: str) -> bytes:
         """The caller's subscriptions (``[]`` when none), or one of them; ``<uuid>/test``
         dry-runs a saved one's JSONPath over stored events (``?last=&since=&until=&event=``)."""
+        testing = key is not None and rest == ("test",)
+        if not testing:
+            _no_more(rest)
         user = self._user()
-        if key is not None and rest == ("test",):
+        if key is not None and testing:
             return json_body(dryrun.to_json(history_api.dry_run_saved(user, key, params)))
-        _no_more(rest)
         if params:
             raise NotFoundError(f"no query parameters here: {cherrypy.request.path_info}")
         if key is None:

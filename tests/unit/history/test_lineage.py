@@ -1,6 +1,6 @@
 """Lineage over a two-hop chain with the fake ingest: A -> handler -> B -> another handler -> C.
 
-The real Pacifica stack version of this test is not written yet: these uploads go to
+The real Pacifica stack version is tests/integration/test_lineage_pacifica.py; here uploads go to
 ``tests/fake_pacifica.FakeIngest`` (its job ids stand for the new transactions' ids).
 """
 
