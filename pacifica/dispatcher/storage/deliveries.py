@@ -106,6 +106,7 @@ def record_matches(event: uuidlib.UUID, subscriptions: Iterable[str]) -> list[in
         Delivery.insert_many(rows).on_conflict_ignore().execute()
     query = Delivery.select(Delivery.id).where(
         (Delivery.event == event)
+        & (Delivery.replay == 0)  # a replay's deliveries keep their own schedule
         & (Delivery.status == int(DeliveryStatus.PENDING))
         & (Delivery.next_attempt <= now)
     )
