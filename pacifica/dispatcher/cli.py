@@ -18,6 +18,7 @@ from typing import Any
 from pacifica.dispatcher import __version__
 from pacifica.dispatcher.config import Settings, settings_table
 from pacifica.dispatcher.errors import DispatcherError
+from pacifica.dispatcher.history import command as history_command
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.storage import (
     available,
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_events(commands)
     _add_new(commands)
     _add_consumer(commands)
+    history_command.add_jsonpath_parser(commands)
+    history_command.add_lineage_parser(commands)
     return parser
 
 
@@ -101,7 +104,9 @@ def _add_db(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _add_events(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    events = commands.add_parser("events", help="inspect, purge, requeue or retry stored events")
+    events = commands.add_parser(
+        "events", help="inspect, purge, requeue, retry or replay stored events"
+    )
     actions = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)
     get = actions.add_parser("get", help="show events (by task id, or the most recent)")
     get.add_argument("ids", nargs="*", metavar="ID", help="task ids")
@@ -120,6 +125,7 @@ def _add_events(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "dead-lettered, failed or refused deliveries",
     )
     retry.add_argument("ids", nargs="+", metavar="ID", help="task ids")
+    history_command.add_replay_parser(actions)
 
 
 def _add_new(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -239,6 +245,12 @@ def _run(
         return _db(args.db_command, settings)
     if command == "events":
         return _events(args, settings, router_factory)
+    if command == "jsonpath":
+        service.open_checked_database(settings)
+        return history_command.run_jsonpath(args)
+    if command == "lineage":
+        service.open_checked_database(settings)
+        return history_command.run_lineage(args)
     router = router_factory(settings) if router_factory else None
     built = service.build(settings, router)
     if command == "worker":
@@ -321,6 +333,10 @@ def _events(
         return 0
     router = router_factory(settings) if router_factory else None
     built = service.build(settings, router)
+    if action == "replay" and args.route:
+        return history_command.run_route_replay(args, built.events)
+    if action == "replay":
+        return history_command.run_replay(args, built.deliveries)
     if action == "requeue":
         ids = events.claim_stranded(0, settings.processing_lease)
     else:

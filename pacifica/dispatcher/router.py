@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable, Collection, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path as FilePath
@@ -40,6 +41,7 @@ __all__ = [
     "RouterError",
     "RunContext",
     "compile_path",
+    "current_run",
     "parse_jsonpath",
     "path_matches",
     "run_route",
@@ -122,16 +124,33 @@ class RouteOutcome:
         return self.error is None
 
 
+@dataclass(frozen=True)
+class RunningRoute:
+    """The route running in this thread (``current_run``): what an upload records as lineage."""
+
+    route: str
+    handler: EventHandler
+    event: ReceivedEvent
+    task_id: str | None
+
+
+current_run: ContextVar[RunningRoute | None] = ContextVar("current_run", default=None)
+
+
 def run_route(
     route: Route, event: ReceivedEvent, answer: Any = True, context: RunContext | None = None
 ) -> RouteOutcome:
     """Run one route, capturing any exception with its formatted traceback."""
     started = datetime.now(timezone.utc)
+    context = context or RunContext()
+    token = current_run.set(RunningRoute(route.name, route.event_handler, event, context.task_id))
     try:
-        report = route.run(event, answer, context or RunContext())
+        report = route.run(event, answer, context)
     except Exception as exc:  # a handler's failure is recorded, never propagated
         finished = datetime.now(timezone.utc)
         return RouteOutcome(route, exc, traceback.format_exc(), started=started, finished=finished)
+    finally:
+        current_run.reset(token)
     finished = datetime.now(timezone.utc)
     shown = report if isinstance(report, str) else None
     return RouteOutcome(route, started=started, finished=finished, report=shown)

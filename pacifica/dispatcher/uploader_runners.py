@@ -188,6 +188,9 @@ class RemoteUploaderRunner(RemoteService, UploaderRunner):
                 session, directory, transaction, transaction_key_values
             )
             state = self._wait_until_complete(session, job_id, wait)
+        from pacifica.dispatcher.history.lineage import record_upload  # (imports storage)
+
+        record_upload(job_id)  # ingest's job id is the new transaction's id
         return UploadResult(job_id=job_id, state=state, metadata=metadata)
 
     def _upload_bundle(

@@ -172,9 +172,16 @@ def process_many(
         if position and time_limit is not None and time.monotonic() - started > time_limit:
             done.handed_back = [str(e.uuid) for e in claimed[position:]]
             break
-        succeeded = {r for r, s in previous.get(event.uuid, {}).items() if s is RunStatus.SUCCEEDED}
+        before = previous.get(event.uuid, {})
+        replayed = {r for r, s in before.items() if s is RunStatus.REPLAY}
+        if replayed:  # a route replay: run only those routes; the others keep their outcome
+            succeeded = {route.name for route in router.routes} - replayed
+        else:
+            succeeded = {r for r, s in before.items() if s is RunStatus.SUCCEEDED}
         context = RunContext(str(event.uuid), send_deliveries)
         status = _run_routes(event, router, succeeded, context, runs)
+        if replayed and any(s is RunStatus.FAILED for r, s in before.items() if r not in replayed):
+            status = EventStatus.FAILED
         finished.setdefault(status, []).append(event.uuid)
         done.statuses[str(event.uuid)] = status
     first_attempts = {e.uuid for e in claimed if e.attempts == 1}  # unreadable: upserted

@@ -27,6 +27,8 @@ from pacifica.dispatcher.errors import (
     NotFoundError,
 )
 from pacifica.dispatcher.events import ReceivedEvent, parse_http
+from pacifica.dispatcher.history import api as history_api
+from pacifica.dispatcher.history import dryrun, lineage
 from pacifica.dispatcher.service import dispatch, views
 from pacifica.dispatcher.service.dispatch import Acceptance
 from pacifica.dispatcher.service.http import (
@@ -225,6 +227,18 @@ class Get:
         return json_body(views.describe(dispatch.get_event(parse_task_id(task_id))))
 
 
+class LineageView:
+    """``GET /lineage/<transaction id>``: what produced it and what was produced from it."""
+
+    exposed = True
+
+    def GET(self, transaction: str | None = None, *rest: str) -> bytes:
+        """Answer the chain both ways (``history.lineage.to_json``)."""
+        _no_more(rest)
+        found = lineage.chain(lineage.parse_transaction(transaction))
+        return json_body(lineage.to_json(found))
+
+
 class EventMatch:
     """``/eventmatch``: the caller's subscriptions (create, list, read, update, delete)."""
 
@@ -250,18 +264,33 @@ class EventMatch:
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidSubscriptionError(f"body is not valid JSON: {exc}") from exc
 
-    def GET(self, key: str | None = None, *rest: str) -> bytes:
-        """The caller's subscriptions (``[]`` when none), or one of them."""
-        _no_more(rest)
+    def GET(self, key: str | None = None, *rest: str, **params: str) -> bytes:
+        """The caller's subscriptions (``[]`` when none), or one of them; ``<uuid>/test``
+        dry-runs a saved one's JSONPath over stored events (``?last=&since=&until=&event=``)."""
+        testing = key is not None and rest == ("test",)
+        if not testing:
+            _no_more(rest)
         user = self._user()
+        if key is not None and testing:
+            return json_body(dryrun.to_json(history_api.dry_run_saved(user, key, params)))
+        if params:
+            raise NotFoundError(f"no query parameters here: {cherrypy.request.path_info}")
         if key is None:
             return json_body([registry.to_json(s) for s in registry.list_for(user)])
         return json_body(registry.to_json(registry.get(user, key)))
 
     def POST(self, *vpath: str) -> bytes:
-        """Create a subscription; the server picks uuid, user, timestamps and version."""
+        """Create a subscription; the server picks uuid, user, timestamps and version.
+        ``/eventmatch/test`` dry-runs a JSONPath over stored events instead, and
+        ``/eventmatch/<uuid>/replay`` sends stored events to that subscription again."""
+        if vpath == ("test",):
+            self._user()
+            return json_body(dryrun.to_json(history_api.dry_run_posted(self._body())))
+        if len(vpath) == 2 and vpath[1] == "replay":
+            return json_body(history_api.replay_posted(self._user(), vpath[0], self._body()))
         _no_more(vpath)
-        return json_body(registry.create(self._user(), self._body(), self.policy))
+        created = registry.create(self._user(), self._body(), self.policy)
+        return json_body(history_api.with_recent_note(created))
 
     def PUT(self, key: str | None = None, *rest: str) -> bytes:
         """Update the fields a user may change."""
@@ -269,7 +298,8 @@ class EventMatch:
         user = self._user()
         if key is None:
             raise NotFoundError("PUT needs a subscription id: /eventmatch/<uuid>")
-        return json_body(registry.update(user, key, self._body(), self.policy))
+        updated = registry.update(user, key, self._body(), self.policy)
+        return json_body(history_api.with_recent_note(updated))
 
     def DELETE(self, key: str | None = None, *rest: str) -> bytes:
         """Soft-delete a subscription; 200 with an empty body, as upstream."""
@@ -310,7 +340,7 @@ def create_app(
 ) -> Receiver:
     """The WSGI application: receiver and status API, plus extra ``mounts`` (e.g. /eventmatch);
     ``verify`` checks every ``POST /receive`` before it is parsed."""
-    root = Root({"status": Status(), "get": Get(), **(mounts or {})})
+    root = Root({"status": Status(), "get": Get(), "lineage": LineageView(), **(mounts or {})})
     return Receiver(settings, accept, cherrypy.Application(root, "", app_config()), verify)
 
 

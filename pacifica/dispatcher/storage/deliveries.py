@@ -42,6 +42,7 @@ class DeliveryJob:
     policy_status: int | None
     document: Any
     subscription: SubscriptionRow
+    replay: int = 0  # the replay this delivery belongs to (0: the original delivery)
 
 
 class RequestLog(NamedTuple):
@@ -105,6 +106,7 @@ def record_matches(event: uuidlib.UUID, subscriptions: Iterable[str]) -> list[in
         Delivery.insert_many(rows).on_conflict_ignore().execute()
     query = Delivery.select(Delivery.id).where(
         (Delivery.event == event)
+        & (Delivery.replay == 0)  # a replay's deliveries keep their own schedule
         & (Delivery.status == int(DeliveryStatus.PENDING))
         & (Delivery.next_attempt <= now)
     )
@@ -147,6 +149,7 @@ def claim(
         policy_status=row.policy_status,
         document=row.event.document,
         subscription=SubscriptionRow.from_record(row.subscription),
+        replay=row.replay,
     )
 
 

@@ -13,6 +13,8 @@ from pacifica.dispatcher.storage.schema import (
     DeliveryAttempt,
     EventRecord,
     HostSlot,
+    Lineage,
+    Replay,
     RouteRun,
     SchemaInfo,
     Subscription,
@@ -76,6 +78,21 @@ def _add_route_run_report(database: peewee.Database) -> None:
     if "report" not in {c.name for c in database.get_columns(table)}:
         migrator = SchemaMigrator.from_database(database)
         migrate(migrator.add_column(table, "report", RouteRun.report))
+
+
+@migration(9, "replays (a delivery belongs to a replay or to none) and lineage")
+def _add_replays_and_lineage(database: peewee.Database) -> None:
+    database.create_tables([Replay, Lineage])
+    table = Delivery._meta.table_name
+    migrator = SchemaMigrator.from_database(database)
+    if "replay" not in {c.name for c in database.get_columns(table)}:
+        migrate(migrator.add_column(table, "replay", Delivery.replay))
+    indexes = {i.name for i in database.get_indexes(table)}
+    if "delivery_event_id_subscription_id" in indexes:  # one delivery per pair and replay now
+        migrate(migrator.drop_index(table, "delivery_event_id_subscription_id"))
+    # A new database has peewee's name for it; an upgraded one, the migrator's.
+    if not indexes & {f"{p}delivery_event_id_subscription_id_replay" for p in ("", "dispatcher_")}:
+        migrate(migrator.add_index(table, ("event_id", "subscription_id", "replay"), True))
 
 
 def code_schema_version() -> int:

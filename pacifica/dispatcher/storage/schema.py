@@ -172,10 +172,13 @@ class Delivery(BaseModel):
     finished = UTCDateTimeField(null=True)
     created = UTCDateTimeField(default=utcnow, index=True)
     updated = UTCDateTimeField(default=utcnow)
+    replay = peewee.IntegerField(
+        default=0
+    )  # the Replay it belongs to; 0: the original (migration 9)
 
     class Meta:
         table_name = "dispatcher_delivery"
-        indexes = ((("event", "subscription"), True),)
+        indexes = ((("event", "subscription", "replay"), True),)
 
     @property
     def delivery_status(self) -> DeliveryStatus:
@@ -222,3 +225,41 @@ class HostSlot(BaseModel):
     class Meta:
         table_name = "dispatcher_host_slot"
         primary_key = peewee.CompositeKey("host", "slot")
+
+
+class Replay(BaseModel):
+    """Stored events sent again to one subscription (its deliveries carry its id), or one route
+    run again on them (migration 9)."""
+
+    id = peewee.AutoField()
+    kind = peewee.CharField(max_length=16)  # "subscription" or "route"
+    subscription = peewee.UUIDField(null=True)
+    route = peewee.CharField(max_length=255, null=True)
+    user = peewee.CharField(max_length=255)  # who asked ("cli" from the command line)
+    jsonpath = peewee.TextField(null=True)
+    since = UTCDateTimeField(null=True)
+    until = UTCDateTimeField(null=True)
+    rate = peewee.FloatField()  # per second
+    total = peewee.IntegerField(default=0)
+    created = UTCDateTimeField(default=utcnow)
+    updated = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "dispatcher_replay"
+
+
+class Lineage(BaseModel):
+    """One transaction a handler uploaded, and what it was made from (migration 9)."""
+
+    id = peewee.AutoField()
+    transaction = peewee.BigIntegerField(index=True)  # the new transaction's id
+    source_transaction = peewee.BigIntegerField(null=True, index=True)
+    event = peewee.UUIDField(null=True, index=True)  # the stored event the handler ran for
+    route = peewee.CharField(max_length=255, null=True)
+    handler = peewee.CharField(max_length=512, null=True)
+    versions = JSONTextField(default=dict)  # package versions
+    inputs = JSONTextField(default=list)  # input files: name, hashtype, hashsum
+    created = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "dispatcher_lineage"

@@ -54,6 +54,7 @@ class RunStatus(enum.IntEnum):
 
     PROCESSING = 102
     SUCCEEDED = 200
+    REPLAY = 202  # a route replay asked for it to run again: the next processing runs only these
     FAILED = 500
 
 

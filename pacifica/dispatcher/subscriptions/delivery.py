@@ -98,11 +98,14 @@ def payload(document: Mapping[str, Any], extensions: Mapping[str, Any]) -> tuple
 
 
 def target_request(
-    subscription: SubscriptionRow, message_id: str, document: Mapping[str, Any]
+    subscription: SubscriptionRow, message_id: str, document: Mapping[str, Any], replay: int = 0
 ) -> dict[str, Any]:
-    """Keyword arguments of the ``requests`` POST to a subscription's target."""
+    """Keyword arguments of the ``requests`` POST to a subscription's target; a replayed
+    delivery says so in a ``webhook-replay`` header (the replay's id)."""
     kind, body = payload(document, subscription.extensions or {})
     headers = {"Content-Type": kind}
+    if replay:
+        headers["webhook-replay"] = str(replay)
     auth = subscription.auth or {}
     options: dict[str, Any] = {}
     if auth.get("type") == "basic":
@@ -221,7 +224,7 @@ def decide(
             return AttemptRecord(DeliveryStatus.REJECTED, tuple(made), "refused by policy"), None
         if verdict is Verdict.RETRY:
             return _retry(job, settings, asked, retry_after, made, rand)
-    request = target_request(subscription, str(job.uuid), job.document)
+    request = target_request(subscription, str(job.uuid), job.document, job.replay)
     policy = policy_from(settings.allowed_target_networks)
     sent, retry_after = post(session, settings.request_timeout, "target", policy, **request)
     made.append(sent)

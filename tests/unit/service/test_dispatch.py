@@ -191,6 +191,7 @@ def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path: Path) -> N
         "4: worker heartbeats; which worker holds an event or a delivery",
         "5: per-host delivery slots (concurrent deliveries per target host)",
         "7: what a route run reported (a consumer entry point's exit status and output)",
+        "9: replays (a delivery belongs to a replay or to none) and lineage",
     ]
     check_schema(database)
     assert "claimed_by" in {c.name for c in database.get_columns("dispatcher_event")}
@@ -208,6 +209,7 @@ def test_schema_4_adds_heartbeats_and_holders_to_an_existing_database(tmp_path: 
         "4: worker heartbeats; which worker holds an event or a delivery",
         "5: per-host delivery slots (concurrent deliveries per target host)",
         "7: what a route run reported (a consumer entry point's exit status and output)",
+        "9: replays (a delivery belongs to a replay or to none) and lineage",
     ]
     check_schema(database)
     for table in ("dispatcher_event", "dispatcher_delivery"):
