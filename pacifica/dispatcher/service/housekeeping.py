@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from pacifica.dispatcher.config import Settings
+from pacifica.dispatcher.errors import StorageUnavailableError
 from pacifica.dispatcher.service.outbox import Outbox
 from pacifica.dispatcher.storage import available, deliveries, events, utcnow, workers
 
@@ -71,6 +72,12 @@ class Housekeeper:
                 if self.settings.retention_days and now >= self._next_purge:
                     self._next_purge = now + PURGE_EVERY
                     self.purge(self.settings.retention_days)
+        except StorageUnavailableError as exc:  # expected during an outage: no traceback
+            log.warning(
+                "worker housekeeping: %s; trying again in %g s",
+                exc,
+                self.settings.heartbeat_interval,
+            )
         except Exception:  # the housekeeper must outlive a database or broker outage
             log.exception(
                 "worker housekeeping failed; trying again in %g s", self.settings.heartbeat_interval
