@@ -190,6 +190,7 @@ def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path: Path) -> N
         "3: which message holds an event in processing",
         "4: worker heartbeats; which worker holds an event or a delivery",
         "5: per-host delivery slots (concurrent deliveries per target host)",
+        "8: transaction ids of events; indexes for the operator page and /metrics",
     ]
     check_schema(database)
     assert "claimed_by" in {c.name for c in database.get_columns("dispatcher_event")}
