@@ -16,6 +16,8 @@ after the environment is settled.
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,11 +49,25 @@ class Instruments:
     delivery_attempts: Any
 
 
-@cache
+_CREATING = threading.Lock()
+
+
 def instruments() -> Instruments:
     """The instruments, created once per process (in multiprocess mode, backed by files)."""
-    from prometheus_client import Counter, Histogram
+    if _instruments.cache_info().currsize:
+        return _instruments()
+    with _CREATING:  # request threads race to the first use
+        return _instruments()
 
+
+@cache
+def _instruments() -> Instruments:
+    from prometheus_client import Counter, Histogram, values
+
+    if os.environ.get(MULTIPROC_ENV):
+        # Files named by host and pid: containers sharing the directory never collide.
+        host = socket.gethostname().replace("_", "-")
+        values.ValueClass = values.MultiProcessValue(lambda: f"{host}-{os.getpid()}")  # type: ignore[no-untyped-call]
     return Instruments(
         received=Counter(
             "dispatcher_events_received",

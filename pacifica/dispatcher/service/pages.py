@@ -52,7 +52,11 @@ def _when(value: datetime | None) -> str:
 def _seconds(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 120:
+        return f"{value:.1f} s"
+    return f"{value / 60:.0f} min" if value < 7200 else f"{value / 3600:.1f} h"
 
 
 def _button(action: str, label: str, token: str) -> str:
