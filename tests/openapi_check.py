@@ -9,7 +9,7 @@ import re
 from functools import cache
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # no stubs installed
 
 from pacifica.dispatcher.service.openapi import document
 

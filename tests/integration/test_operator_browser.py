@@ -26,8 +26,8 @@ import pytest
 import requests
 
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.service.web import create_app, operator_mounts
 from pacifica.dispatcher.service import dispatch
+from pacifica.dispatcher.service.web import create_app, operator_mounts
 from pacifica.dispatcher.storage import DeliveryStatus, EventStatus, utcnow
 from pacifica.dispatcher.storage.schema import Delivery, EventRecord
 from pacifica.dispatcher.subscriptions.delivery import attempt
@@ -196,7 +196,8 @@ def test_the_page_renders_real_data_with_charts(browser: Any, deployment: Deploy
     assert len(charts) == 2
     for chart in charts:
         size = chart.size
-        assert size["width"] > 300 and size["height"] > 100
+        assert size["width"] > 300
+        assert size["height"] > 100
         assert chart.find_elements(By.TAG_NAME, "rect"), "bars drawn"
     text = browser.find_element(By.TAG_NAME, "body").text
     for expected in ("archive feed", "bob hook", "ConnectionError", "Re-enable", "Retry dead"):
@@ -240,7 +241,8 @@ def test_a_user_cannot_see_or_act_on_another_users_subscription(
     bob = deployment.sites["bob"].url
     browser.get(bob + "/ui/")
     text = browser.find_element(By.TAG_NAME, "body").text
-    assert "bob hook" in text and "archive feed" not in text
+    assert "bob hook" in text
+    assert "archive feed" not in text
     # Bob's own (valid) token, posted from his own page's origin, on Alice's subscription:
     from pacifica.dispatcher.service.operations import form_token
 
