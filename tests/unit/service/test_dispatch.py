@@ -207,6 +207,7 @@ def test_schema_4_adds_heartbeats_and_holders_to_an_existing_database(tmp_path: 
     assert sync_schema(database) == [
         "4: worker heartbeats; which worker holds an event or a delivery",
         "5: per-host delivery slots (concurrent deliveries per target host)",
+        "8: transaction ids of events; indexes for the operator page and /metrics",
     ]
     check_schema(database)
     for table in ("dispatcher_event", "dispatcher_delivery"):
