@@ -31,6 +31,7 @@ setup(
         "cookiecutter>=2.5",
         "jsonpath2>=0.4.5",
         "peewee>=3.17",
+        "prometheus-client>=0.20",
         "requests>=2.31",
         "sqlalchemy>=2.0",
     ],
@@ -50,6 +51,9 @@ setup(
             "ruff>=0.5",
             "types-psycopg2",
             "types-PyYAML",
+            # issue 15: the OpenAPI document's validator, the operator page's browser tests
+            "openapi-spec-validator>=0.7",
+            "selenium>=4.20",
             "types-requests",
         ],
     },

@@ -270,6 +270,15 @@ class Settings:
         _positive_float,
     )
 
+    # Issue 15 (operations): the operator page's administrators.
+    admin_users: str | None = _setting(
+        "ADMIN_USERS",
+        None,
+        "Comma-separated users (as USER_HEADER names them) who see every subscription and "
+        "delivery on the operator page (/ui/) and may retry and re-enable any; others see "
+        "their own.",
+    )
+
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, config_file: str | None = None
@@ -337,6 +346,11 @@ class Settings:
     def data_path(self) -> Path:
         """``data_dir`` with ``~`` expanded."""
         return Path(self.data_dir).expanduser()
+
+    @property
+    def admins(self) -> frozenset[str]:
+        """``ADMIN_USERS`` as a set of user names."""
+        return frozenset(u.strip() for u in (self.admin_users or "").split(",") if u.strip())
 
     @property
     def embedded_broker(self) -> bool:

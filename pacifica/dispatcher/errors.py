@@ -121,6 +121,10 @@ class AuthenticationRequiredError(DispatcherError, PermissionError):
     """The request carries no user and no default user is configured."""
 
 
+class ForbiddenError(DispatcherError, PermissionError):
+    """The request may not do this: a cross-site form, or a bad form token (403)."""
+
+
 class TransferError(DispatcherError, RuntimeError):
     """Moving data to or from Pacifica (cartd, ingest) failed."""
 

@@ -20,6 +20,7 @@ OWNERS = {
     "kombu": ("service/worker.py", "service/broker.py"),
     "cherrypy": ("service/web.py",),
     "cloudevents": ("events.py",),
+    "prometheus_client": ("metrics.py",),
 }
 
 

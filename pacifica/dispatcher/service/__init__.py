@@ -30,11 +30,13 @@ from pacifica.dispatcher.service.web import (
     MountableReceiver,
     Verify,
     create_app,
+    operator_mounts,
     serve,
     stop_serving,
 )
 from pacifica.dispatcher.service.worker import (
     WorkerContext,
+    broker_check,
     create_celery,
     default_router,
     worker_arguments,
@@ -86,6 +88,9 @@ class Service:
         """
         registry = any(isinstance(r, SubscriptionRoute) for r in self.router.routes)
         builtin: dict[str, object] = {"eventmatch": EventMatch(self.settings)} if registry else {}
+        names = [r.name for r in self.router.routes]
+        broker = broker_check(self.celery)
+        builtin.update(operator_mounts(self.settings, names, self.deliveries.send, broker))
         intake = Intake(self.events.send)
         return create_app(self.settings, intake.submit, {**builtin, **(mounts or {})}, verify)
 

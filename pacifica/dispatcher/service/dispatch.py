@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from pacifica.dispatcher import metrics
 from pacifica.dispatcher.errors import NotFoundError
 from pacifica.dispatcher.events import ReceivedEvent, parse_document
 from pacifica.dispatcher.router import RouteOutcome, Router, RunContext
 from pacifica.dispatcher.storage import EventStatus, RunStatus, utcnow, write_transaction
 from pacifica.dispatcher.storage import events as stored
 from pacifica.dispatcher.storage.events import NewEvent, RouteRunRow, StoredEvent
+from pacifica.dispatcher.storage.values import transaction_id_of
 
 log = logging.getLogger(__name__)
 SendDeliveries = Callable[[list[int]], object]
@@ -83,6 +85,7 @@ def _accept(
             content_type=received.event.get_datacontenttype(),
             document=received.document,
             created=now,
+            transaction_id=transaction_id_of(received.document),
         )
     )
     return Acceptance(str(uuid), created=True)
@@ -187,6 +190,8 @@ def process_many(
     first_attempts = {e.uuid for e in claimed if e.attempts == 1}  # unreadable: upserted
     handed_back = [uuidlib.UUID(t) for t in done.handed_back]
     stored.record_outcomes(first_attempts, runs, finished, handed_back)
+    metrics.count_finished({int(s): len(keys) for s, keys in finished.items() if s.final})
+    metrics.observe_route_runs((r.route, int(r.status), r.started, r.finished) for r in runs)
     return done
 
 

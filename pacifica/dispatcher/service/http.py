@@ -17,6 +17,7 @@ from typing import Any
 
 from pacifica.dispatcher.errors import (
     AuthenticationRequiredError,
+    ForbiddenError,
     InvalidEventError,
     InvalidRequestError,
     InvalidSubscriptionError,
@@ -39,6 +40,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     RequestTooLargeError: 413,
     StorageUnavailableError: 503,
     AuthenticationRequiredError: 401,
+    ForbiddenError: 403,
     NotFoundError: 404,
     MethodNotAllowedError: 405,
 }

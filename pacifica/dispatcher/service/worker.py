@@ -367,6 +367,16 @@ def forget_parent_connection(**_: Any) -> None:
     forget_connection()
 
 
+def broker_check(app: Celery, timeout: float = 3.0) -> Callable[[], None]:
+    """A check that the app's broker accepts a connection now (for ``/readyz``)."""
+
+    def check() -> None:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+
+    return check
+
+
 def default_router(settings: Settings) -> Router:
     """The stand-alone service's router: the subscription registry's route."""
     router = Router()

@@ -41,6 +41,7 @@ class NewEvent(NamedTuple):
     content_type: str | None
     document: Any
     created: datetime
+    transaction_id: str | None = None
 
 
 @dataclass(frozen=True)

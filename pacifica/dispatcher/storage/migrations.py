@@ -17,6 +17,7 @@ from pacifica.dispatcher.storage.schema import (
     Replay,
     RouteRun,
     SchemaInfo,
+    ServerSecret,
     Subscription,
     SubscriptionRevision,
     WorkerBeat,
@@ -78,6 +79,54 @@ def _add_route_run_report(database: peewee.Database) -> None:
     if "report" not in {c.name for c in database.get_columns(table)}:
         migrator = SchemaMigrator.from_database(database)
         migrate(migrator.add_column(table, "report", RouteRun.report))
+
+
+OPERATOR_INDEXES: tuple[tuple[type[peewee.Model], tuple[str, ...]], ...] = (
+    (EventRecord, ("status", "created")),  # waiting count and the oldest waiting event
+    (EventRecord, ("finished",)),  # latency over a window
+    (EventRecord, ("event_id",)),  # the event page's search
+    (EventRecord, ("transaction_id",)),
+    (RouteRun, ("started", "route", "status")),  # route runs over a window, index only
+    (RouteRun, ("route", "status", "finished")),  # each route's most recent failure
+    (Delivery, ("subscription", "status")),  # deliveries by state, per subscription
+    (Delivery, ("subscription", "updated")),  # a subscription's most recent error
+)
+
+
+@migration(8, "transaction ids of events; indexes for the operator page and /metrics")
+def _add_operator_indexes(database: peewee.Database) -> None:
+    database.create_tables([ServerSecret])
+    table = EventRecord._meta.table_name
+    migrator = SchemaMigrator.from_database(database)
+    if "transaction_id" not in {c.name for c in database.get_columns(table)}:
+        migrate(migrator.add_column(table, "transaction_id", EventRecord.transaction_id))
+        backfill_transaction_ids(database)
+    for model, columns in OPERATOR_INDEXES:
+        name = f"{model._meta.table_name}_{'_'.join(columns)}_ops"
+        if name not in {i.name for i in database.get_indexes(model._meta.table_name)}:
+            fields = [model._meta.fields[c] for c in columns]
+            database.execute(model.index(*fields, name=name, safe=False))
+
+
+def backfill_transaction_ids(database: peewee.Database, batch: int = 1000) -> None:
+    """Fill in ``transaction_id`` of the events stored before migration 8 (in batches)."""
+    from pacifica.dispatcher.storage.values import transaction_id_of
+
+    last = None
+    while True:
+        query = EventRecord.select(EventRecord.uuid, EventRecord.document)
+        if last is not None:
+            query = query.where(EventRecord.uuid > last)
+        rows = list(query.order_by(EventRecord.uuid).limit(batch))
+        if not rows:
+            return
+        for row in rows:
+            found = transaction_id_of(row.document)
+            if found is not None:
+                EventRecord.update(transaction_id=found).where(
+                    EventRecord.uuid == row.uuid
+                ).execute()
+        last = rows[-1].uuid
 
 
 @migration(9, "replays (a delivery belongs to a replay or to none) and lineage")

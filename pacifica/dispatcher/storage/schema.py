@@ -83,6 +83,8 @@ class EventRecord(BaseModel):
     claimed_by = peewee.CharField(max_length=255, null=True)
     # The worker (see ``WorkerBeat``) whose process runs it then: a dead worker's events return.
     holder = peewee.CharField(max_length=255, null=True, index=True)
+    # The Pacifica transaction the event is about (``Transactions._id``), for the operator page.
+    transaction_id = peewee.CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "dispatcher_event"
@@ -263,3 +265,13 @@ class Lineage(BaseModel):
 
     class Meta:
         table_name = "dispatcher_lineage"
+
+
+class ServerSecret(BaseModel):
+    """Random keys every process of a deployment shares (e.g. the operator page's form tokens)."""
+
+    name = peewee.CharField(max_length=64, primary_key=True)
+    value = peewee.CharField(max_length=128)
+
+    class Meta:
+        table_name = "dispatcher_secret"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, timezone
+from typing import Any
 
 
 def utcnow() -> datetime:
@@ -18,6 +19,20 @@ def utcnow() -> datetime:
 def iso(value: datetime | None) -> str | None:
     """A time as ISO 8601 text for JSON answers (None stays None)."""
     return None if value is None else value.isoformat()
+
+
+def transaction_id_of(document: Any) -> str | None:
+    """The Pacifica transaction an event document is about (its ``Transactions._id`` entry), if any.
+
+    Pacifica Metadata's events list it in ``data`` (0.1 and 1.0 alike); at
+    most 64 characters are kept, the column's width.
+    """
+    data = document.get("data") if isinstance(document, dict) else None
+    for item in data if isinstance(data, list) else ():
+        if isinstance(item, dict) and item.get("destinationTable") == "Transactions._id":
+            value = item.get("value", item.get("_id"))
+            return None if value is None or isinstance(value, (dict, list)) else str(value)[:64]
+    return None
 
 
 class EventStatus(enum.IntEnum):

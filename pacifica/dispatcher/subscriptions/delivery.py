@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from pacifica.dispatcher import metrics
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.events import extension_name
 from pacifica.dispatcher.storage import DeliveryStatus, deliveries, utcnow
@@ -176,6 +177,17 @@ def lease_for(settings: Settings) -> float:
     return 2 * settings.request_timeout + LEASE_MARGIN
 
 
+# Delivery attempts by what they decided, as ``/metrics`` labels them.
+ATTEMPT_OUTCOMES = {
+    DeliveryStatus.DELIVERED: "delivered",
+    DeliveryStatus.PENDING: "retry",
+    DeliveryStatus.DEAD: "dead",
+    DeliveryStatus.FAILED: "failed",
+    DeliveryStatus.REJECTED: "refused",
+    DeliveryStatus.CANCELLED: "cancelled",
+}
+
+
 def attempt(
     delivery_id: int,
     settings: Settings,
@@ -199,6 +211,7 @@ def attempt(
         return Outcome(DeliveryStatus.PENDING, wait)
     record, retry_in = decide(job, settings, session, rand)
     deliveries.record_attempt(job, record, settings.disable_after)
+    metrics.count_delivery_attempt(ATTEMPT_OUTCOMES[record.status])
     return Outcome(record.status, retry_in)
 
 

@@ -191,6 +191,7 @@ def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path: Path) -> N
         "4: worker heartbeats; which worker holds an event or a delivery",
         "5: per-host delivery slots (concurrent deliveries per target host)",
         "7: what a route run reported (a consumer entry point's exit status and output)",
+        "8: transaction ids of events; indexes for the operator page and /metrics",
         "9: replays (a delivery belongs to a replay or to none) and lineage",
     ]
     check_schema(database)
@@ -209,6 +210,7 @@ def test_schema_4_adds_heartbeats_and_holders_to_an_existing_database(tmp_path: 
         "4: worker heartbeats; which worker holds an event or a delivery",
         "5: per-host delivery slots (concurrent deliveries per target host)",
         "7: what a route run reported (a consumer entry point's exit status and output)",
+        "8: transaction ids of events; indexes for the operator page and /metrics",
         "9: replays (a delivery belongs to a replay or to none) and lineage",
     ]
     check_schema(database)
