@@ -77,7 +77,13 @@ def receive_rate(client: WSGIClient, intake: Intake, seconds: float) -> float:
     """Events per second one thread gets accepted by POST /receive for ``seconds``."""
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        body = {"specversion": "1.0", "id": uuidlib.uuid4().hex, "type": "t", "source": "/b", "data": [1]}
+        body = {
+            "specversion": "1.0",
+            "id": uuidlib.uuid4().hex,
+            "type": "t",
+            "source": "/b",
+            "data": [1],
+        }
         assert client.post("/receive", body).status == 202
         done += 1
     return done / (time.perf_counter() - start)

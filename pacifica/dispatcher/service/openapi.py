@@ -306,7 +306,7 @@ def _paths() -> dict[str, Any]:
                         "description": "the exposition",
                         "content": {METRICS_TYPE: {"schema": {"type": "string"}}},
                     },
-                    **_errors(503),
+                    **_errors(404, 503),
                 },
             }
         },
@@ -322,7 +322,8 @@ def _paths() -> dict[str, Any]:
                             "properties": {"status": {"const": "ok"}},
                         },
                         "up",
-                    )
+                    ),
+                    **_errors(404),
                 },
             }
         },
@@ -333,6 +334,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("Readiness"), "ready"),
                     "503": _json(_ref("Readiness"), "not ready: the checks say why"),
+                    **_errors(404),
                 },
             }
         },
@@ -340,7 +342,7 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "This document",
                 "tags": ["operations"],
-                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1"), **_errors(404)},
             }
         },
     }
