@@ -388,7 +388,7 @@ def _paths() -> dict[str, Any]:
                         "description": "the exposition",
                         "content": {METRICS_TYPE: {"schema": {"type": "string"}}},
                     },
-                    **_errors(503),
+                    **_errors(404, 503),
                 },
             }
         },
@@ -404,7 +404,8 @@ def _paths() -> dict[str, Any]:
                             "properties": {"status": {"const": "ok"}},
                         },
                         "up",
-                    )
+                    ),
+                    **_errors(404),
                 },
             }
         },
@@ -415,6 +416,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("Readiness"), "ready"),
                     "503": _json(_ref("Readiness"), "not ready: the checks say why"),
+                    **_errors(404),
                 },
             }
         },
@@ -422,7 +424,7 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "This document",
                 "tags": ["operations"],
-                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1"), **_errors(404)},
             }
         },
     }
