@@ -47,6 +47,7 @@ setup(
             "pytest>=8",
             "pytest-timeout>=2.3",
             "gunicorn>=21",
+            "uwsgi>=2.0",  # the production receiver, run by the /metrics integration test
             "hypothesis>=6.100",
             "ruff>=0.5",
             "types-psycopg2",
