@@ -281,14 +281,20 @@ def mark_enqueued(delivery_ids: Sequence[int]) -> None:
 
 def reset_for_retry(event_ids: Iterable[uuidlib.UUID]) -> list[int]:
     """Make the events' dead, failed, refused or cancelled deliveries pending again, with a fresh budget."""
-    now = utcnow()
     query = Delivery.select(Delivery.id).where(
         Delivery.event.in_(list(event_ids))
         & (Delivery.status != int(DeliveryStatus.PENDING))
         & (Delivery.status != int(DeliveryStatus.DELIVERED))
     )
     ids = [row.id for row in query]
-    for chunk in chunks(ids):
+    make_pending(ids)
+    return ids
+
+
+def make_pending(delivery_ids: Sequence[int]) -> None:
+    """Start deliveries over: pending now, no attempts, a fresh age budget, the policy asked again."""
+    now = utcnow()
+    for chunk in chunks(delivery_ids):
         Delivery.update(
             status=int(DeliveryStatus.PENDING),
             attempts=0,
@@ -300,7 +306,6 @@ def reset_for_retry(event_ids: Iterable[uuidlib.UUID]) -> list[int]:
             policy_status=None,
             updated=now,
         ).where(Delivery.id.in_(chunk)).execute()
-    return ids
 
 
 def purge_orphans() -> int:

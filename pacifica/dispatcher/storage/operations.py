@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, cast
 import peewee
 
 from pacifica.dispatcher.storage.database import write_transaction
-from pacifica.dispatcher.storage.deliveries import DeliveryRow, deliveries_of
+from pacifica.dispatcher.storage.deliveries import DeliveryRow, deliveries_of, make_pending
 from pacifica.dispatcher.storage.events import RouteRunRow, StoredEvent, route_runs
 from pacifica.dispatcher.storage.migrations import code_schema_version, schema_version
 from pacifica.dispatcher.storage.schema import (
@@ -293,23 +293,11 @@ def enable_subscription(key: uuidlib.UUID) -> bool:
 
 def retry_dead(key: uuidlib.UUID) -> list[int]:
     """Make a subscription's dead-lettered deliveries pending again, with a fresh budget; their ids."""
-    now = utcnow()
     query = Delivery.select(Delivery.id).where(
         (Delivery.subscription == key) & (Delivery.status == int(DeliveryStatus.DEAD))
     )
     ids = [row.id for row in query]
-    for chunk in chunks(ids):
-        Delivery.update(
-            status=int(DeliveryStatus.PENDING),
-            attempts=0,
-            next_attempt=now,
-            budget_start=now,
-            lease_until=None,
-            enqueued=None,
-            finished=None,
-            policy_status=None,
-            updated=now,
-        ).where(Delivery.id.in_(chunk)).execute()
+    make_pending(ids)
     return ids
 
 
