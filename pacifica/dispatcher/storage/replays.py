@@ -68,19 +68,7 @@ def create_delivery_replay(
     begin = start or utcnow()
     step = timedelta(seconds=1.0 / replay.rate)
     with write_transaction():
-        key = int(
-            Replay.insert(
-                kind=replay.kind,
-                subscription=replay.subscription,
-                route=replay.route,
-                user=replay.user,
-                jsonpath=replay.jsonpath,
-                since=replay.since,
-                until=replay.until,
-                rate=replay.rate,
-                total=len(events),
-            ).execute()
-        )
+        key = _insert(replay, len(events))
         rows = [
             {
                 "event": event,
@@ -145,18 +133,7 @@ def mark_route_replay(
     with write_transaction():
         found = with_route_runs(str(replay.route), candidates, only_failed)
         chosen = [key for key in candidates if key in found]
-        key = int(
-            Replay.insert(
-                kind="route",
-                route=replay.route,
-                user=replay.user,
-                jsonpath=replay.jsonpath,
-                since=replay.since,
-                until=replay.until,
-                rate=replay.rate,
-                total=len(chosen),
-            ).execute()
-        )
+        key = _insert(replay, len(chosen))
         now = utcnow()
         for chunk in chunks(chosen):
             RouteRun.update(status=int(RunStatus.REPLAY), updated=now).where(
@@ -182,3 +159,20 @@ def with_route_runs(
         )
         found.update(row[0] for row in cast(list[tuple[uuidlib.UUID]], list(query.tuples())))
     return found
+
+
+def _insert(replay: NewReplay, total: int) -> int:
+    """Store a replay's row (call inside a transaction); its id."""
+    return int(
+        Replay.insert(
+            kind=replay.kind,
+            subscription=replay.subscription,
+            route=replay.route,
+            user=replay.user,
+            jsonpath=replay.jsonpath,
+            since=replay.since,
+            until=replay.until,
+            rate=replay.rate,
+            total=total,
+        ).execute()
+    )
