@@ -185,3 +185,20 @@ def test_bad_requests_get_json_errors_without_tracebacks(
     assert message in payload["message"]
     assert "Traceback" not in response.body.decode()
     assert not response.body.endswith(b" ")
+
+
+@pytest.mark.parametrize("depth", [65, 1_990])  # 1,990: deeper than the JSON decoder goes
+def test_an_event_nested_deeper_than_64_levels_is_a_400(
+    client: WSGIClient, sent: list[str], depth: int
+) -> None:
+    """The README's limit: whatever walks a deeper document later would run out of stack."""
+    data = "[" * depth + "]" * depth
+    body = f'{{"specversion": "1.0", "id": "deep", "type": "t", "source": "s", "data": {data}}}'
+    response = client.request("POST", "/receive", body, {"Content-Type": "application/json"})
+    assert response.status == 400
+    assert "nested deeper than 64 levels" in response.json()["message"]
+    shallow = "[" * 60 + "]" * 60
+    body = f'{{"specversion": "1.0", "id": "ok", "type": "t", "source": "s", "data": {shallow}}}'
+    assert (
+        client.request("POST", "/receive", body, {"Content-Type": "application/json"}).status == 202
+    )
