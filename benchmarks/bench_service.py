@@ -675,10 +675,10 @@ def drop_queue(redis_port: int) -> None:
 
 # --- profiling -----------------------------------------------------------------------------------
 
-# (label, regular expression searched in each py-spy frame, e.g. "Receiver.__call__ (dispatcher/web.py:167)").
+# (label, regular expression searched in each py-spy frame, e.g. "Receiver.__call__ (dispatcher/service/web/receiver.py:60)").
 # The package's own functions are listed automatically (see ``summarize_profile``).
 RECEIVER_MARKERS = [
-    ("Receiver.__call__ (whole /receive handler)", r"^Receiver\.__call__ \(dispatcher/web\.py"),
+    ("Receiver.__call__ (whole /receive handler)", r"^Receiver\.__call__ \(dispatcher/service/web/receiver\.py"),
     ("Celery send_task (publish to Redis)", r"^Celery\.send_task \(celery/"),
     ("peewee Database.execute_sql (all SQL)", r"^Database\.execute_sql \(peewee"),
     ("peewee Model.create / save", r"^Model\.(create|save) \(peewee"),
@@ -688,7 +688,7 @@ RECEIVER_MARKERS = [
     ("idle: Condition.wait", r"^Condition\.wait \(threading"),
 ]
 WORKER_MARKERS = [
-    ("process_task (the Celery task)", r"^process_task \(dispatcher/worker\.py"),
+    ("process_task (the Celery task)", r"^process_task \(dispatcher/service/worker\.py"),
     ("recording handler (file append)", r"^RecordingEventHandler\.handle "),
     ("peewee Database.execute_sql (all SQL)", r"^Database\.execute_sql \(peewee"),
     ("peewee Database.commit", r"^Database\.commit \(peewee"),

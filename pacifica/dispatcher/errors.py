@@ -2,7 +2,7 @@
 
 Each subclass also inherits the builtin category it belongs to, so callers can
 catch ``ValueError`` or ``LookupError`` without importing this module.
-``service/web.py`` maps these classes to HTTP answers in one table.
+``service/http.py`` maps these classes to HTTP answers in one table.
 """
 
 from __future__ import annotations

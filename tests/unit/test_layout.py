@@ -18,7 +18,7 @@ OWNERS = {
     "playhouse": ("storage/",),
     "celery": ("service/worker.py",),
     "kombu": ("service/worker.py", "service/broker.py"),
-    "cherrypy": ("service/web.py",),
+    "cherrypy": ("service/web/",),
     "cloudevents": ("events.py",),
     "prometheus_client": ("metrics.py",),
 }
