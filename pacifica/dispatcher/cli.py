@@ -328,7 +328,6 @@ def _events(
         return 0
     if action == "purge":
         deleted = events.purge(args.older_than, args.limit, _progress_printer())
-        deliveries.purge_orphans()
         print(f"purged {deleted} event(s) created before {args.older_than.isoformat()}")
         return 0
     router = router_factory(settings) if router_factory else None

@@ -23,7 +23,7 @@ from datetime import timedelta
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.errors import StorageUnavailableError
 from pacifica.dispatcher.service.outbox import Outbox
-from pacifica.dispatcher.storage import available, deliveries, events, utcnow, workers
+from pacifica.dispatcher.storage import available, events, utcnow, workers
 
 log = logging.getLogger(__name__)
 PURGE_EVERY = 3600.0  # seconds between retention purges
@@ -86,7 +86,6 @@ class Housekeeper:
     def purge(self, days: float) -> int:
         """Delete final events older than ``days`` days, with their route runs and deliveries."""
         purged = events.purge(utcnow() - timedelta(days=days), final_only=True)
-        deliveries.purge_orphans()
         if purged:
             log.info("purged %d event(s) older than %g day(s) (RETENTION_DAYS)", purged, days)
         return purged

@@ -260,7 +260,7 @@ def _paths() -> dict[str, Any]:
         "/": {
             "get": {
                 "summary": "Recent tasks, newest first",
-                "parameters": [_query("limit"), _query("offset")],
+                "parameters": [_query("limit"), _query("offset"), _query("after")],
                 "responses": {
                     "200": _json(
                         {"type": "array", "items": _ref("TaskSummary")}, "a page of tasks"

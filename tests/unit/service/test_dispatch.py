@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,13 +19,15 @@ from pacifica.dispatcher.storage import (
     EventStatus,
     check_schema,
     code_schema_version,
+    deliveries,
     events,
     open_database,
     schema_version,
     sync_schema,
     utcnow,
 )
-from pacifica.dispatcher.storage.schema import EventRecord, RouteRun
+from pacifica.dispatcher.storage.schema import Delivery, DeliveryAttempt, EventRecord, RouteRun
+from pacifica.dispatcher.storage.subscriptions import insert_subscription
 from pacifica.dispatcher.testing import RecordingEventHandler, event_from_dict
 from tests.conftest import LoadJson
 
@@ -304,6 +307,31 @@ def test_purge_removes_old_events_and_their_runs(
     assert RouteRun.select().count() == 0
     with pytest.raises(NotFoundError):
         dispatch.get_event(accepted.uuid)
+
+
+def test_purge_goes_chunk_by_chunk_oldest_first_taking_the_deliveries_along(
+    sqlite_db: peewee.Database, load_json: LoadJson, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "SWEEP_BATCH", 2)
+    received = [
+        event_from_dict({**load_json("sop_example_event.json"), "eventID": f"e{i}"})
+        for i in range(5)
+    ]
+    ids = [uuid.UUID(a.uuid) for a in dispatch.accept(received)]
+    for age, key in enumerate(reversed(ids)):  # ids[0] is the oldest
+        EventRecord.update(created=utcnow() - timedelta(hours=age + 1)).where(
+            EventRecord.uuid == key
+        ).execute()
+    hook = insert_subscription("alice", {"name": "h", "jsonpath": "$", "target_url": "http://h/"})
+    for key in ids:
+        [delivery] = deliveries.record_matches(key, [str(hook.uuid)])
+        DeliveryAttempt.create(delivery=delivery, number=1, kind="target", duration=0.1)
+    seen: list[tuple[int, ...]] = []
+    assert events.purge(utcnow(), limit=3, progress=lambda *p: seen.append(p)) == 3
+    assert seen == [(2, 3), (3, 3)]
+    assert {r.uuid for r in EventRecord.select()} == set(ids[3:])
+    assert {d.event_id for d in Delivery.select()} == set(ids[3:])  # type: ignore[attr-defined]
+    assert DeliveryAttempt.select().count() == 2
 
 
 def test_unknown_and_malformed_task_ids(sqlite_db: peewee.Database) -> None:

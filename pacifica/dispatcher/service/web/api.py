@@ -13,7 +13,7 @@ from pacifica.dispatcher.errors import InvalidSubscriptionError, NotFoundError
 from pacifica.dispatcher.history import api as history_api
 from pacifica.dispatcher.history import dryrun, lineage
 from pacifica.dispatcher.service import dispatch, views
-from pacifica.dispatcher.service.http import page_arguments, parse_task_id
+from pacifica.dispatcher.service.http import page_arguments, page_cursor, parse_task_id
 from pacifica.dispatcher.service.web.common import (
     MISSING,
     json_body,
@@ -40,13 +40,15 @@ class Root:
         return self.routes.get(vpath.pop(0), MISSING)
 
     def GET(self, *vpath: str, **params: str) -> bytes:
-        """List recent tasks (``?limit=&offset=``); a ``Link: rel=next`` header pages on."""
+        """List recent tasks (``?limit=&offset=``); a ``Link: rel=next`` header pages on by
+        cursor (``?after=``: each page costs the same however deep it is)."""
         no_more(vpath)
-        limit, offset = page_arguments(params)
-        found = stored_events.recent(limit=limit + 1, offset=offset)
+        limit, offset, after = page_arguments(params)
+        found = stored_events.recent(limit=limit + 1, offset=offset, after=after)
         if len(found) > limit:
+            last = found[limit - 1]
             cherrypy.response.headers["Link"] = (
-                f'</?limit={limit}&offset={offset + limit}>; rel="next"'
+                f'</?limit={limit}&after={page_cursor(last.created, last.uuid)}>; rel="next"'
             )
         return json_body([views.summarize(e) for e in found[:limit]])
 
