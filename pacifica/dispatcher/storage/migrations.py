@@ -144,6 +144,24 @@ def _add_replays_and_lineage(database: peewee.Database) -> None:
         migrate(migrator.add_index(table, ("event_id", "subscription_id", "replay"), True))
 
 
+# Indexes no query needs, each one more B-tree write whenever an event is stored or changes
+# status: on a table of a million events those writes are what grows (BENCHMARKS.md).
+UNUSED_INDEXES = (
+    (EventRecord, "eventrecord_status"),  # (status, created) of migration 8 serves status
+    (EventRecord, "eventrecord_updated"),  # nothing selects or orders events by updated
+    (RouteRun, "routerun_event_id"),  # the unique (event, route) index serves event
+)
+
+
+@migration(10, "drop the event indexes no query uses (faster writes on large tables)")
+def _drop_unused_indexes(database: peewee.Database) -> None:
+    migrator = SchemaMigrator.from_database(database)
+    for model, name in UNUSED_INDEXES:
+        table = model._meta.table_name
+        if name in {i.name for i in database.get_indexes(table)}:
+            migrate(migrator.drop_index(table, name))
+
+
 def code_schema_version() -> int:
     """The schema version this code expects."""
     return MIGRATIONS[-1][0]
