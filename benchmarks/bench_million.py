@@ -407,7 +407,7 @@ def process_name(pid: int) -> str:
     return "worker" if "worker" in text or "celery" in text else "receiver"
 
 
-def memory_run(url: str, seconds: float, folder: Path) -> dict[str, list[int]]:
+def memory_run(url: str, seconds: float, folder: Path) -> tuple[dict[str, list[int]], int]:
     """RSS (KiB) of ``serve``'s processes, every second, while events are POSTed for ``seconds``."""
     procs = Processes()
     port = free_port()
@@ -419,6 +419,7 @@ def memory_run(url: str, seconds: float, folder: Path) -> dict[str, list[int]]:
     command = [sys.executable, "-m", "pacifica.dispatcher", "serve", "--port", str(port)]
     server = procs.start("serve", command, env, ROOT, folder / "serve.log")
     series: dict[str, list[int]] = {}
+    accepted: list[int] = []
     try:
         wait_until(lambda: http_ready(port), 120, "serve", server)
         stop = threading.Event()
@@ -426,7 +427,10 @@ def memory_run(url: str, seconds: float, folder: Path) -> dict[str, list[int]]:
         def load() -> None:
             n = 0
             while not stop.is_set():
-                post_events(port, [f"rss-{n + k}-{uuidlib.uuid4().hex}" for k in range(200)], 4)
+                sent = post_events(
+                    port, [f"rss-{n + k}-{uuidlib.uuid4().hex}" for k in range(200)], 4
+                )
+                accepted.append(len(sent.sent_at))
                 n += 200
 
         loader = threading.Thread(target=load, daemon=True)
@@ -441,7 +445,7 @@ def memory_run(url: str, seconds: float, folder: Path) -> dict[str, list[int]]:
         loader.join()
     finally:
         procs.stop_all()
-    return series
+    return series, sum(accepted)
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -503,10 +507,10 @@ def run_backend(backend: str, urls: dict[str, str], args: argparse.Namespace, fo
     if args.memory:
         use(full)  # no deliveries to the seeded subscriptions' example.org targets
         Subscription.update(deleted=utcnow()).execute()
-        series = memory_run(full.url, args.memory, folder)
+        series, accepted = memory_run(full.url, args.memory, folder)
         print(
             f"RSS of `serve` over the {args.events:,}-event {backend} database, "
-            f"{args.memory:.0f} s of POSTs (4 threads):"
+            f"{args.memory:.0f} s of POSTs (4 threads, {accepted:,} events accepted):"
         )
         print()
         print(rss_table(series))
