@@ -497,7 +497,10 @@ def run_backend(backend: str, urls: dict[str, str], args: argparse.Namespace, fo
 
     full.seeded_ids = [
         str(r.uuid)
-        for r in EventRecord.select(EventRecord.uuid).order_by(peewee_random()).limit(2000)
+        for r in EventRecord.select(EventRecord.uuid)
+        .where(EventRecord.created > utcnow() - timedelta(days=14))  # younger than any purge
+        .order_by(peewee_random())
+        .limit(2000)
     ]
     rounds: dict[str, list[dict[str, float]]] = {"empty": [], "full": []}
     for round_no in range(args.rounds):
