@@ -31,6 +31,10 @@ from jsonpath2.expressions.operator import (
     AndVariadicOperatorExpression,
     BinaryOperatorExpression,
     EqualBinaryOperatorExpression,
+    GreaterThanBinaryOperatorExpression,
+    GreaterThanOrEqualToBinaryOperatorExpression,
+    LessThanBinaryOperatorExpression,
+    LessThanOrEqualToBinaryOperatorExpression,
     NotEqualBinaryOperatorExpression,
     NotUnaryOperatorExpression,
     OrVariadicOperatorExpression,
@@ -82,6 +86,15 @@ def predicate_of(path: Path) -> Predicate | None:
     predicate = compile_predicate(path)
     _CACHE[id(path)] = (path, predicate)
     return predicate
+
+
+def interpret(path: Path, document: Any) -> bool:
+    """jsonpath2's own answer (the reference the predicates reproduce): at least one match.
+
+    Raises:
+        Exception: whatever jsonpath2 raises before its first match.
+    """
+    return next(iter(path.match(document)), None) is not None
 
 
 def is_object(value: Any) -> bool:
@@ -286,6 +299,14 @@ def _operand(node: Any) -> tuple[bool, list[Any]]:
     return from_root, subscripts
 
 
+_NUMERIC: dict[type, Callable[[Any, Any], bool]] = {
+    LessThanBinaryOperatorExpression: operator.lt,
+    LessThanOrEqualToBinaryOperatorExpression: operator.le,
+    GreaterThanBinaryOperatorExpression: operator.gt,
+    GreaterThanOrEqualToBinaryOperatorExpression: operator.ge,
+}  # jsonpath2's numeric comparisons, which hold between numbers (int, float, bool) only
+
+
 def _callback(expression: BinaryOperatorExpression) -> Callable[[Any, Any], bool]:
     if isinstance(expression, EqualBinaryOperatorExpression):
         return operator.eq
@@ -300,6 +321,12 @@ def _comparison(expression: BinaryOperatorExpression) -> Test:
     left, right = expression.left_node_or_value, expression.right_node_or_value
     left_get, right_get = _one_value(left), _one_value(right)
     if left_get is not None and right_get is not None:
+        if isinstance(left, Node) != isinstance(right, Node):  # a path against a literal
+            literal_first = not isinstance(left, Node)
+            get = right_get if literal_first else left_get
+            return _literal_comparison(
+                expression, get, right if not literal_first else left, literal_first
+            )
         return _singular_comparison(callback, left_get, right_get)
     left_values, right_values = _all_values(left), _all_values(right)
 
@@ -310,6 +337,31 @@ def _comparison(expression: BinaryOperatorExpression) -> Test:
         return any(callback(a, b) for a in lefts for b in rights)
 
     return compare
+
+
+def _literal_comparison(
+    expression: BinaryOperatorExpression, get: Getter, literal: Any, literal_first: bool
+) -> Test:
+    """The common ``@["key"] > 5``: one lookup, and the operator as a C function."""
+    numeric = _NUMERIC.get(type(expression))
+    if numeric is None:
+        equality = _callback(expression)
+        if literal_first:
+            return lambda root, current: (
+                (a := get(root, current)) is not MISSING and equality(literal, a)
+            )
+        return lambda root, current: (
+            (a := get(root, current)) is not MISSING and equality(a, literal)
+        )
+    if not isinstance(literal, (int, float)):  # jsonpath2 compares numbers only
+        return lambda root, current: False
+    if literal_first:
+        return lambda root, current: (
+            isinstance(a := get(root, current), (int, float)) and numeric(literal, a)
+        )
+    return lambda root, current: (
+        isinstance(a := get(root, current), (int, float)) and numeric(a, literal)
+    )
 
 
 def _singular_comparison(callback: Callable[[Any, Any], bool], left: Getter, right: Getter) -> Test:

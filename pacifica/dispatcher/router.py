@@ -29,7 +29,7 @@ from pacifica.dispatcher.errors import (
 )
 from pacifica.dispatcher.event_handlers import EventHandler
 from pacifica.dispatcher.events import ReceivedEvent, parse_document
-from pacifica.dispatcher.predicate import predicate_of
+from pacifica.dispatcher.predicate import interpret, predicate_of
 
 PathSpec: TypeAlias = "Path | str | os.PathLike[str]"
 # The errors are here too: upstream code imports them from this module.
@@ -68,9 +68,7 @@ def path_matches(path: Path, document: Any) -> bool:
     answer, and the same exceptions, either way).
     """
     predicate = predicate_of(path)
-    if predicate is not None:
-        return predicate(document)
-    return next(iter(path.match(document)), None) is not None
+    return interpret(path, document) if predicate is None else predicate(document)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,12 @@ an event, the index looks up the event's own (key, value) pairs at each step
 sequence and evaluates only the subscriptions filed there, plus the bucket.
 The result is the same set brute-force evaluation gives, because a guard is a
 necessary condition of a match and candidates are then evaluated in full.
+
+Candidates are evaluated by their compiled predicates (``predicate.py``), once
+per distinct JSONPath and event. A path the compiler leaves to jsonpath2
+(``..``, unions, functions) is interpreted within the evaluation budget; a
+compiled one needs none, since its cost is bounded by the path's length times
+the event's size.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from jsonpath2.subscripts.objectindex import ObjectIndexSubscript
 from jsonpath2.subscripts.wildcard import WildcardSubscript
 
 from pacifica.dispatcher.errors import InvalidSubscriptionError, JSONPathBudgetError
+from pacifica.dispatcher.predicate import Predicate, compile_predicate, interpret
 from pacifica.dispatcher.router import path_matches
 from pacifica.dispatcher.storage import subscriptions as stored
 from pacifica.dispatcher.subscriptions.registry import compile_jsonpath
@@ -95,7 +102,7 @@ def evaluate_within(path: Path, document: Any, budget: int | None) -> bool:
     previous = sys.gettrace()
     sys.settrace(count)
     try:
-        return path_matches(path, document)
+        return interpret(path, document)
     except JSONPathBudgetError:
         raise
     except Exception:  # as in ``evaluate``: a function applied to the wrong type
@@ -194,10 +201,21 @@ def nodes_at(document: Any, steps: Steps) -> Iterator[Any]:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A subscription as the index sees it: its key and compiled path."""
+    """A subscription as the index sees it: its key, parsed path and predicate (None: the
+    path is interpreted by jsonpath2, within the budget)."""
 
     key: str
     path: Path
+    predicate: Predicate | None = None
+
+
+def decide(predicate: Predicate, document: Any) -> bool:
+    """A compiled predicate's answer, an error counting as no match (as ``evaluate``)."""
+    try:
+        return predicate(document)
+    except Exception:  # the errors jsonpath2 raises too ([::0] on an array)
+        log.debug("a compiled JSONPath raised on an event; taken as no match", exc_info=True)
+        return False
 
 
 @dataclass
@@ -216,8 +234,11 @@ class MatchIndex:
         index = cls()
         found = [(key, path, guards(path)) for key, path in entries]
         frequency = Counter(g for _, _, alts in found for alt in set(alts) for g in alt)
+        predicates: dict[int, Predicate | None] = {}  # by id(path): equal texts share one Path
         for key, path, alternatives in found:
-            candidate = Candidate(key, path)
+            if id(path) not in predicates:
+                predicates[id(path)] = compile_predicate(path)
+            candidate = Candidate(key, path, predicates[id(path)])
             if not alternatives:
                 index.always.append(candidate)
                 continue
@@ -249,7 +270,16 @@ class MatchIndex:
         its key is added to ``over``.
         """
         found = []
+        answers: dict[int, bool] = {}  # by id(predicate): each distinct path once per event
         for candidate in self.candidates(document):
+            predicate = candidate.predicate
+            if predicate is not None:
+                answer = answers.get(id(predicate))
+                if answer is None:
+                    answer = answers[id(predicate)] = decide(predicate, document)
+                if answer:
+                    found.append(candidate.key)
+                continue
             try:
                 if evaluate_within(candidate.path, document, budget):
                     found.append(candidate.key)
@@ -260,8 +290,15 @@ class MatchIndex:
 
 
 def brute_force(entries: Iterable[tuple[str, Path]], document: Any) -> list[str]:
-    """Evaluate every path: the reference answer the index must reproduce."""
-    return sorted(key for key, path in entries if evaluate(path, document))
+    """Every path interpreted by jsonpath2: the reference answer the index must reproduce."""
+    return sorted(key for key, path in entries if _interpreted(path, document))
+
+
+def _interpreted(path: Path, document: Any) -> bool:
+    try:
+        return interpret(path, document)
+    except Exception:  # as ``evaluate``
+        return False
 
 
 @dataclass
