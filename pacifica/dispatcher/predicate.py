@@ -305,6 +305,8 @@ _NUMERIC: dict[type, Callable[[Any, Any], bool]] = {
     GreaterThanBinaryOperatorExpression: operator.gt,
     GreaterThanOrEqualToBinaryOperatorExpression: operator.ge,
 }  # jsonpath2's numeric comparisons, which hold between numbers (int, float, bool) only
+_MIRRORED = {operator.lt: operator.gt, operator.le: operator.ge}
+_MIRRORED.update({v: k for k, v in _MIRRORED.items()})
 
 
 def _callback(expression: BinaryOperatorExpression) -> Callable[[Any, Any], bool]:
@@ -342,25 +344,55 @@ def _comparison(expression: BinaryOperatorExpression) -> Test:
 def _literal_comparison(
     expression: BinaryOperatorExpression, get: Getter, literal: Any, literal_first: bool
 ) -> Test:
-    """The common ``@["key"] > 5``: one lookup, and the operator as a C function."""
+    """The common ``@["key"] > 5``: one lookup, and the operator as a C function (a literal
+    first is the same comparison mirrored: JSON values compare symmetrically)."""
     numeric = _NUMERIC.get(type(expression))
-    if numeric is None:
-        equality = _callback(expression)
-        if literal_first:
-            return lambda root, current: (
-                (a := get(root, current)) is not MISSING and equality(literal, a)
-            )
+    if numeric is not None and not isinstance(literal, (int, float)):
+        return lambda root, current: False  # jsonpath2 compares numbers only
+    if numeric is not None and literal_first:
+        numeric = _MIRRORED[numeric]
+    operand = expression.right_node_or_value if literal_first else expression.left_node_or_value
+    key = _current_key(operand)
+    if key is not None:
+        return _key_comparison(key, type(expression), numeric, literal)
+    if numeric is not None:
         return lambda root, current: (
-            (a := get(root, current)) is not MISSING and equality(a, literal)
+            isinstance(a := get(root, current), (int, float)) and numeric(a, literal)
         )
-    if not isinstance(literal, (int, float)):  # jsonpath2 compares numbers only
-        return lambda root, current: False
-    if literal_first:
+    equality = _callback(expression)
+    return lambda root, current: (a := get(root, current)) is not MISSING and equality(a, literal)
+
+
+def _current_key(operand: Any) -> str | None:
+    """The key of an ``@["key"]`` operand; None for any other operand."""
+    if isinstance(operand, CurrentNode) and isinstance(operand.next_node, SubscriptNode):
+        node = operand.next_node
+        if len(node.subscripts) == 1 and isinstance(node.next_node, TerminalNode):
+            only = node.subscripts[0]
+            return only.index if isinstance(only, ObjectIndexSubscript) else None
+    return None
+
+
+def _key_comparison(
+    key: str, kind: type, numeric: Callable[[Any, Any], bool] | None, literal: Any
+) -> Test:
+    def value(current: Any) -> Any:
+        return current[key] if isinstance(current, Mapping) and key in current else MISSING
+
+    if numeric is not None:
         return lambda root, current: (
-            isinstance(a := get(root, current), (int, float)) and numeric(literal, a)
+            isinstance(
+                a := current.get(key) if type(current) is dict else value(current), (int, float)
+            )
+            and numeric(a, literal)
+        )
+    if kind is EqualBinaryOperatorExpression:  # MISSING equals no literal
+        return lambda root, current: (
+            (current.get(key, MISSING) if type(current) is dict else value(current)) == literal
         )
     return lambda root, current: (
-        isinstance(a := get(root, current), (int, float)) and numeric(a, literal)
+        (a := current.get(key, MISSING) if type(current) is dict else value(current)) is not MISSING
+        and a != literal
     )
 
 
