@@ -239,7 +239,8 @@ def _children(current: Any) -> Iterable[Any]:
 
 def _sliced(current: Any, start: int | None, end: int | None, step: int | None) -> Iterator[Any]:
     """jsonpath2's ``ArraySliceSubscript``: its index arithmetic, then each index as
-    ``ArrayIndexSubscript`` takes it (indices out of range skipped without being tried)."""
+    ``ArrayIndexSubscript`` takes it (indices out of range skipped without being tried), each
+    element once."""
     if not is_array(current):
         return
     size = len(current)
@@ -251,8 +252,15 @@ def _sliced(current: Any, start: int | None, end: int | None, step: int | None) 
     indices = range(start or 0, size if end is None else end, 1 if step is None else step)
     ascending = indices if indices.step > 0 else indices[::-1]
     kept = ascending[bisect.bisect_left(ascending, -size) : bisect.bisect_left(ascending, size)]
+    # jsonpath2 may reach an element twice (as i and as i - size); the second visit gives
+    # what the first gave, so it is skipped: chained slices would otherwise double the work
+    # at every step.
+    seen: set[int] = set()
     for index in kept if indices.step > 0 else kept[::-1]:
-        yield current[index]
+        position = index + size if index < 0 else index
+        if position not in seen:
+            seen.add(position)
+            yield current[position]
 
 
 def _expression(expression: Any) -> Test:

@@ -214,6 +214,19 @@ def test_jsonpath2_quirks_are_kept(text: str, document: Any, expected: bool | st
     assert compiled_answer(path, document) == expected
 
 
+@pytest.mark.timeout(30)
+def test_chained_slices_reach_each_element_once() -> None:
+    # jsonpath2 reaches the one element of each array twice ([0] and [-1]): 2**40 walks here.
+    text = "$" + "[0:-3:-1]" * 40 + '[?(@ = "never")]'
+    document: Any = "leaf"
+    for _ in range(40):
+        document = [document]
+    predicate = compile_predicate(parse_jsonpath(text))
+    assert predicate is not None
+    assert predicate(document) is False
+    assert predicate(json.loads(json.dumps(document).replace('"leaf"', '"never"'))) is True
+
+
 @pytest.mark.parametrize(
     "text", ['$..["a"]', '$["a","b"]', '$["a"].length()', '$[?(@["a"] = $[*]["b"])]']
 )
