@@ -229,12 +229,20 @@ class MatchIndex:
     size: int = 0
 
     @classmethod
-    def build(cls, entries: Sequence[tuple[str, Path]]) -> MatchIndex:
-        """Index (key, compiled path) pairs, each under its rarest necessary condition."""
+    def build(
+        cls,
+        entries: Sequence[tuple[str, Path]],
+        compiled: Mapping[int, Predicate | None] | None = None,
+    ) -> MatchIndex:
+        """Index (key, parsed path) pairs, each under its rarest necessary condition.
+
+        ``compiled`` holds predicates already compiled, by ``id`` of the entries' paths;
+        the others are compiled here, once per path object.
+        """
         index = cls()
         found = [(key, path, guards(path)) for key, path in entries]
         frequency = Counter(g for _, _, alts in found for alt in set(alts) for g in alt)
-        predicates: dict[int, Predicate | None] = {}  # by id(path): equal texts share one Path
+        predicates = dict(compiled or {})  # by id(path): equal texts share one Path
         for key, path, alternatives in found:
             if id(path) not in predicates:
                 predicates[id(path)] = compile_predicate(path)
@@ -312,7 +320,7 @@ class Matcher:
     budget: int | None = DEFAULT_BUDGET
     revision: int | None = None
     index: MatchIndex = field(default_factory=MatchIndex)
-    compiled: dict[str, Path] = field(default_factory=dict)
+    compiled: dict[str, tuple[Path, Predicate | None]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def refresh(self) -> None:
@@ -320,19 +328,22 @@ class Matcher:
         revision = stored.revision()
         if revision == self.revision:
             return
-        entries, compiled = [], {}
+        entries: list[tuple[str, Path]] = []
+        compiled: dict[str, tuple[Path, Predicate | None]] = {}
         for key, text in stored.active_paths():
-            path = self.compiled.get(text)
-            if path is None:
+            known = compiled.get(text) or self.compiled.get(text)
+            if known is None:
                 try:
                     path = compile_jsonpath(text)
                 except InvalidSubscriptionError:  # stored before validation got stricter
                     log.warning("subscription %s has an invalid JSONPath; it matches nothing", key)
                     continue
-            compiled[text] = path
-            entries.append((key, path))
+                known = (path, compile_predicate(path))
+            compiled[text] = known
+            entries.append((key, known[0]))
+        index = MatchIndex.build(entries, {id(path): test for path, test in compiled.values()})
         with self.lock:
-            self.index, self.compiled, self.revision = MatchIndex.build(entries), compiled, revision
+            self.index, self.compiled, self.revision = index, compiled, revision
 
     def match(self, document: Any) -> list[str]:
         """The ids of the active subscriptions whose JSONPath matches ``document``.
