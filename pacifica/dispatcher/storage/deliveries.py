@@ -265,6 +265,8 @@ def claim_overdue(grace: float, limit: int = SWEEP_BATCH) -> list[int]:
             & (Delivery.next_attempt <= cutoff)
             & (Delivery.lease_until.is_null() | (Delivery.lease_until < now))
             & (Delivery.enqueued.is_null() | (Delivery.enqueued < cutoff))
+            # a replay's first send is paced (storage.pacing), not swept all at once
+            & ((Delivery.replay == 0) | Delivery.enqueued.is_null(False))
         )
         .order_by(Delivery.next_attempt)
         .limit(limit)

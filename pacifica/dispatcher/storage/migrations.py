@@ -15,6 +15,7 @@ from pacifica.dispatcher.storage.schema import (
     HostSlot,
     Lineage,
     Replay,
+    ReplayRun,
     RouteRun,
     SchemaInfo,
     ServerSecret,
@@ -142,6 +143,17 @@ def _add_replays_and_lineage(database: peewee.Database) -> None:
     # A new database has peewee's name for it; an upgraded one, the migrator's.
     if not indexes & {f"{p}delivery_event_id_subscription_id_replay" for p in ("", "dispatcher_")}:
         migrate(migrator.add_index(table, ("event_id", "subscription_id", "replay"), True))
+
+
+@migration(10, "route replays' schedule; replays' pacing after a publisher stopped")
+def _add_replay_schedule(database: peewee.Database) -> None:
+    database.create_tables([ReplayRun])
+    table = Replay._meta.table_name
+    have = {c.name for c in database.get_columns(table)}
+    migrator = SchemaMigrator.from_database(database)
+    for name in ("paced", "lag", "released"):  # a new database has them from migration 9
+        if name not in have:  # (with the index of ``released``)
+            migrate(migrator.add_column(table, name, Replay._meta.fields[name]))
 
 
 def code_schema_version() -> int:
