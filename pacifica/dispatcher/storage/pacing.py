@@ -9,8 +9,10 @@ and claims, in schedule order, what is due by the turn's cutoff.
 
 When no publisher looked for longer than ``SLACK`` seconds while messages
 were due (the pump and the workers were down), the turn pushes the rest of
-the schedule back by that time (``Replay.lag``) instead of publishing
-everything overdue at once: after a crash a replay goes on at its rate.
+the schedule back (``Replay.lag``) so that the first overdue message is due
+now and the others follow at the rate, instead of publishing everything
+overdue at once: after a crash a replay goes on at its rate. (Within
+``SLACK``, a turn publishes everything due: publishers look every tick.)
 """
 
 from __future__ import annotations
@@ -55,11 +57,10 @@ def take_turn(replay: int, now: datetime | None = None, slack: float = SLACK) ->
     last = row.paced or row.created
     lag = float(row.lag)
     gap = (now - last).total_seconds()
-    if gap > slack:  # nobody looked for a while: push back what fell due meanwhile
+    if gap > slack:  # nobody looked for a while: what fell due meanwhile starts from now
         first = _first_unsent(row.kind, replay)
         if first is not None:
-            overdue = (now - first).total_seconds() - lag
-            lag += max(0.0, min(gap, overdue) - slack)
+            lag = max(lag, (now - first).total_seconds())
     seen = Replay.paced.is_null() if row.paced is None else Replay.paced == row.paced
     took = (
         Replay.update(paced=now, lag=lag, updated=now).where((Replay.id == replay) & seen).execute()
