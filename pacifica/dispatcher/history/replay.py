@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from pacifica.dispatcher.errors import InvalidRequestError, NotFoundError
 from pacifica.dispatcher.history.dryrun import Selection, safe_matches
 from pacifica.dispatcher.service.outbox import Outbox
 from pacifica.dispatcher.storage import pacing, replays
-from pacifica.dispatcher.storage.history import event_documents
+from pacifica.dispatcher.storage.history import EventDocument, event_documents
 from pacifica.dispatcher.storage.replays import NewReplay, ReplayProgress
 from pacifica.dispatcher.storage.statements import SWEEP_BATCH
 from pacifica.dispatcher.storage.subscriptions import SubscriptionRow
@@ -65,9 +65,20 @@ def plan(subscription: SubscriptionRow, selection: Selection, jsonpath: str | No
     """
     text = jsonpath or subscription.jsonpath
     path: Path = compile_jsonpath(text)
-    found = event_documents(selection.last, selection.since, selection.until, selection.ids)
-    chosen = [d.uuid for d in reversed(found) if safe_matches(path, d.document)]
+    chosen = [d.uuid for d in oldest_first(selection) if safe_matches(path, d.document)]
     return Plan(chosen, text)
+
+
+def oldest_first(selection: Selection) -> Iterator[EventDocument]:
+    """The selected stored events, oldest first, a page at a time (only ids are kept)."""
+    if selection.last is not None:  # the last N: newest first from the database, at most N
+        yield from reversed(
+            list(event_documents(selection.last, selection.since, selection.until, selection.ids))
+        )
+        return
+    yield from event_documents(
+        None, selection.since, selection.until, selection.ids, oldest_first=True
+    )
 
 
 def start(
@@ -165,11 +176,21 @@ def plan_route(route: str, selection: Selection, jsonpath: str | None, only_fail
         InvalidSubscriptionError: the JSONPath does not parse.
     """
     path = compile_jsonpath(jsonpath) if jsonpath else None
-    found = event_documents(selection.last, selection.since, selection.until, selection.ids)
-    candidates = [d.uuid for d in reversed(found) if path is None or safe_matches(path, d.document)]
-    repeatable = replays.with_route_runs(route, candidates, only_failed)
-    chosen = [key for key in candidates if key in repeatable]
+    chosen: list[uuidlib.UUID] = []
+    page: list[uuidlib.UUID] = []
+    for document in oldest_first(selection):
+        if path is None or safe_matches(path, document.document):
+            page.append(document.uuid)
+        if len(page) >= SWEEP_BATCH:
+            chosen += _with_runs(route, page, only_failed)
+            page = []
+    chosen += _with_runs(route, page, only_failed)
     return Plan(chosen, jsonpath or "")
+
+
+def _with_runs(route: str, candidates: list[uuidlib.UUID], only_failed: bool) -> list[uuidlib.UUID]:
+    repeatable = replays.with_route_runs(route, candidates, only_failed)
+    return [key for key in candidates if key in repeatable]
 
 
 def start_route(
