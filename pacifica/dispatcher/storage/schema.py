@@ -268,7 +268,8 @@ class ReplayRun(BaseModel):
 
     class Meta:
         table_name = "dispatcher_replay_run"
-        indexes = ((("replay", "due"), False), (("replay", "event"), True))
+        # What is left to publish, in schedule order, without walking what was published.
+        indexes = ((("replay", "enqueued", "due"), False), (("replay", "event"), True))
 
 
 class Lineage(BaseModel):
