@@ -25,6 +25,7 @@ from typing import Any, cast
 import peewee
 
 from pacifica.dispatcher.storage.database import write_transaction
+from pacifica.dispatcher.storage.migrations import REPLAYED
 from pacifica.dispatcher.storage.schema import Delivery, EventRecord, Replay, ReplayRun
 from pacifica.dispatcher.storage.statements import SWEEP_BATCH, claim_unsent
 from pacifica.dispatcher.storage.values import DeliveryStatus, EventStatus, utcnow
@@ -75,9 +76,10 @@ def claim_deliveries(turn: Turn, limit: int = SWEEP_BATCH) -> list[int]:
         Delivery.select(Delivery.id, Delivery.enqueued)
         .where(
             (Delivery.replay == turn.replay)
-            & (Delivery.status == int(DeliveryStatus.PENDING))
+            & REPLAYED  # the partial index's own condition (migration 10), verbatim
             & Delivery.enqueued.is_null()
             & (Delivery.next_attempt <= turn.cutoff)
+            & (Delivery.status == int(DeliveryStatus.PENDING))
         )
         .order_by(Delivery.next_attempt, Delivery.id)
         .limit(limit)
@@ -130,8 +132,9 @@ def _first_unsent(kind: str, replay: int) -> datetime | None:
         field = Delivery.next_attempt
         query = Delivery.select(peewee.fn.MIN(field)).where(
             (Delivery.replay == replay)
-            & (Delivery.status == int(DeliveryStatus.PENDING))
+            & REPLAYED
             & Delivery.enqueued.is_null()
+            & (Delivery.status == int(DeliveryStatus.PENDING))
         )
     value = query.scalar()
     return None if value is None else cast(datetime, field.python_value(value))

@@ -226,6 +226,7 @@ def test_schema_10_adds_route_replay_schedules_to_a_version_9_database(tmp_path:
     sync_schema(database)
     database.execute_sql('DROP TABLE "dispatcher_replay_run"')
     database.execute_sql('DROP INDEX "replay_released"')
+    database.execute_sql('DROP INDEX "delivery_replay_schedule"')
     for column in ("paced", "lag", "released"):
         database.execute_sql(f'ALTER TABLE "dispatcher_replay" DROP COLUMN "{column}"')
     database.execute_sql('UPDATE "dispatcher_schema" SET "version" = 9')
@@ -237,6 +238,8 @@ def test_schema_10_adds_route_replay_schedules_to_a_version_9_database(tmp_path:
         c.name for c in database.get_columns("dispatcher_replay")
     }
     assert database.table_exists("dispatcher_replay_run")
+    indexes = {i.name for i in database.get_indexes("dispatcher_delivery")}
+    assert "delivery_replay_schedule" in indexes  # a replay's unsent deliveries, in order
 
 
 def test_unrouted_event_is_422(sqlite_db: peewee.Database, ingest_event: ReceivedEvent) -> None:
