@@ -11,7 +11,7 @@ import peewee
 
 from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.service import dispatch
-from pacifica.dispatcher.storage import deliveries, events, pacing, replays
+from pacifica.dispatcher.storage import deliveries, events, pacing, replays, workers
 from pacifica.dispatcher.storage.replays import NewReplay
 from pacifica.dispatcher.storage.schema import EventRecord
 from pacifica.dispatcher.storage.subscriptions import insert_subscription
@@ -119,3 +119,24 @@ def test_a_replay_is_finished_once_everything_is_published(
         3,  # published, not run yet
         0,
     )
+
+
+def test_a_finished_replays_delivery_a_dead_worker_held_is_swept_again(
+    sqlite_db: peewee.Database, load_json: LoadJson
+) -> None:
+    keys = failed_events(load_json, 2)
+    subscription = insert_subscription(
+        "alice", {"name": "s", "jsonpath": "$", "target_url": "http://example.com/h"}
+    )
+    start = utcnow() - timedelta(seconds=5)
+    asked = NewReplay("subscription", "cli", RATE, subscription=subscription.uuid)
+    key = replays.create_delivery_replay(asked, keys, start)
+    turn = pacing.take_turn(key, start + timedelta(seconds=0.5))
+    assert turn is not None
+    claimed = pacing.claim_deliveries(turn)
+    assert len(claimed) == 2
+    assert pacing.finish_if_done(turn)
+    held = deliveries.claim(claimed[0], 60, utcnow(), holder="dead-worker")
+    assert held is not None  # in flight when its worker died
+    workers.release_dead(0)  # the dead worker's delivery loses its lease and its message
+    assert deliveries.claim_overdue(3) == [claimed[0]]  # the sweep sends it again
