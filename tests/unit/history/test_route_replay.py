@@ -176,3 +176,32 @@ def test_the_openapi_document_lists_route_replays_and_replay_progress() -> None:
     paths = document()["paths"]
     assert {"/routes/{route}/replay", "/replays/{id}"} <= set(paths)
     assert "403" in paths["/routes/{route}/replay"]["post"]["responses"]
+
+
+def test_the_pump_follows_a_route_replay_until_every_run_ran(failed: list[str]) -> None:
+    router = Router()
+    router.add_route(ANY, RecordingEventHandler(), name="flaky")  # fixed
+    router.add_route(ANY, RecordingEventHandler(), name="steady")
+    since = datetime.now(timezone.utc) - timedelta(hours=1)
+    selection = Selection(last=None, since=since)
+    chosen = replay.plan_route("flaky", selection, None, only_failed=True)
+    key, _ = replay.start_route("flaky", selection, chosen, "cli", 1000.0, True)
+
+    def run(ids: list[str], delay: float) -> list[str]:  # a worker, at once
+        dispatch.process_many(ids, router)
+        return ids
+
+    def nothing(ids: list[int], delay: float) -> list[int]:
+        raise AssertionError("a route replay publishes no delivery")
+
+    shown: list[str] = []
+    through = replay.Publishers(event_outbox(run, 3600), delivery_outbox(nothing))
+    final = replay.pump(key, through, lambda p: shown.append(replay.describe(p)))
+    assert (final.kind, final.total, final.delivered, final.failed, final.done) == (
+        "route",
+        3,
+        3,
+        0,
+        True,
+    )
+    assert shown[-1] == f"replay {key}: 3/3 ran, 0 failed, 0 pending"
