@@ -17,7 +17,14 @@ import pytest
 
 from pacifica.dispatcher.storage import open_database, write_transaction
 from pacifica.dispatcher.storage.events import NewEvent, insert_events
-from pacifica.dispatcher.storage.schema import EventRecord, RouteRun, WorkerBeat, database_proxy
+from pacifica.dispatcher.storage.pacing import SLACK
+from pacifica.dispatcher.storage.schema import (
+    EventRecord,
+    ReplayRun,
+    RouteRun,
+    WorkerBeat,
+    database_proxy,
+)
 from pacifica.dispatcher.storage.subscriptions import insert_subscription
 from pacifica.dispatcher.storage.values import EventStatus, RunStatus
 from tests.conftest import StubRequest, StubServer
@@ -278,16 +285,23 @@ def test_route_replay_of_failed_runs_survives_a_killed_worker_once_each_at_the_r
     open_database(postgres_url)
     ran = RouteRun.select().where(RouteRun.status == int(RunStatus.SUCCEEDED)).count()
     assert ran == ROUTE_STORED // 2 + len(selected)  # the replayed runs are recorded succeeded
+    published = sorted(r.enqueued.timestamp() for r in ReplayRun.select())  # the throttle's
     database_proxy.close()
-    before = [t for _, t in seen if t < killed_at]
-    after = sorted(t for _, t in seen if t >= killed_at)
-    busiest = [max(Counter(int(t - part[0]) for t in part).values()) for part in (before, after)]
-    rates = [(len(part) - 1) / (part[-1] - part[0]) for part in (before, after)]
+    ran_at = [t for _, t in seen]
+    parts = [[t for t in ts if (t < killed_at) is first] for ts in (published, ran_at)
+             for first in (True, False)]  # fmt: skip
+    busiest = [max(Counter(int(t - part[0]) for t in part).values()) for part in parts]
+    rates = [(len(part) - 1) / (part[-1] - part[0]) for part in parts[2:]]
     print(  # the numbers BENCHMARKS.md quotes (pytest -s)
-        f"route replay: {len(counts)} runs, {repeated} repeated; before the kill "
-        f"{rates[0]:.2f}/s (busiest second {busiest[0]}), after the restart {rates[1]:.2f}/s "
-        f"(busiest second {busiest[1]}), resumed {after[0] - killed_at:.1f} s after the kill"
+        f"route replay: {len(counts)} runs, {repeated} repeated; busiest second published "
+        f"{busiest[0]} before the kill, {busiest[1]} after; runs {rates[0]:.2f}/s before the "
+        f"kill, {rates[1]:.2f}/s after the restart (busiest second {busiest[2]}, "
+        f"{busiest[3]}), resumed {parts[3][0] - killed_at:.1f} s after the kill"
     )
-    # The rate holds whoever publishes, and after the restart nothing overdue goes at once.
-    assert all(b <= ROUTE_RATE * 1.15 + 2 for b in busiest), busiest
+    # The throttle holds whoever publishes, and after the restart nothing overdue goes at
+    # once; the runs keep the rate on average (a worker's processes warming up can hold the
+    # first messages back for a moment and then run them together).
+    # A turn publishes at most SLACK seconds of the schedule: a second can hold that more.
+    assert all(b <= ROUTE_RATE * (1 + SLACK) + 2 for b in busiest[:2]), busiest
     assert all(ROUTE_RATE * 0.8 <= r <= ROUTE_RATE * 1.1 for r in rates), rates
+    assert all(b <= ROUTE_RATE * 2 for b in busiest[2:]), busiest

@@ -7,12 +7,12 @@ command line's pump, every worker's housekeeping) takes a *turn* on a replay
 (a compare-and-set on the replay's ``paced`` time, so one publisher a turn)
 and claims, in schedule order, what is due by the turn's cutoff.
 
-When no publisher looked for longer than ``SLACK`` seconds while messages
-were due (the pump and the workers were down), the turn pushes the rest of
-the schedule back (``Replay.lag``) so that the first overdue message is due
-now and the others follow at the rate, instead of publishing everything
-overdue at once: after a crash a replay goes on at its rate. (Within
-``SLACK``, a turn publishes everything due: publishers look every tick.)
+A turn moves the schedule on by at most ``SLACK`` seconds: when no
+publisher looked for longer while messages were due (the pump and the
+workers were down, or a publisher stalled), the rest of the schedule is
+pushed back by the excess (``Replay.lag``) instead of everything overdue
+going at once. So no turn publishes more than ``rate * SLACK`` (plus one),
+and after a crash a replay goes on at its rate.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pacifica.dispatcher.storage.schema import Delivery, EventRecord, Replay, Re
 from pacifica.dispatcher.storage.statements import SWEEP_BATCH, claim_unsent
 from pacifica.dispatcher.storage.values import DeliveryStatus, EventStatus, utcnow
 
-SLACK = 1.0  # seconds a replay may go unlooked-at before its schedule is pushed back
+SLACK = 0.25  # seconds of schedule one turn may publish (publishers look every 0.1 s)
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,11 @@ def take_turn(replay: int, now: datetime | None = None, slack: float = SLACK) ->
     last = row.paced or row.created
     lag = float(row.lag)
     gap = (now - last).total_seconds()
-    if gap > slack:  # nobody looked for a while: what fell due meanwhile starts from now
+    if gap > slack:  # nobody looked for a while: push back what fell due meanwhile
         first = _first_unsent(row.kind, replay)
         if first is not None:
-            lag = max(lag, (now - first).total_seconds())
+            overdue = (now - first).total_seconds() - lag
+            lag += max(0.0, min(gap, overdue) - slack)
     seen = Replay.paced.is_null() if row.paced is None else Replay.paced == row.paced
     took = (
         Replay.update(paced=now, lag=lag, updated=now).where((Replay.id == replay) & seen).execute()

@@ -58,13 +58,13 @@ def test_route_replay_events_wait_for_their_turn_not_for_the_sweep(
     assert events.claim_stranded(0, 3600) == []  # the sweep sends none of them
     statuses = {EventStatus(e.status) for e in EventRecord.select()}
     assert statuses == {EventStatus.FAILED}  # untouched until published
-    first = publish(key, start + timedelta(seconds=0.55))
-    assert first == [str(k) for k in keys[:6]]  # due at 0, 0.1, ... 0.5 s: in schedule order
+    first = publish(key, start + timedelta(seconds=0.2))
+    assert first == [str(k) for k in keys[:3]]  # due at 0, 0.1, 0.2 s: in schedule order
     assert {
-        EventStatus(e.status) for e in EventRecord.select().where(EventRecord.uuid.in_(keys[:6]))
+        EventStatus(e.status) for e in EventRecord.select().where(EventRecord.uuid.in_(keys[:3]))
     } == {EventStatus.ACCEPTED}
-    assert publish(key, start + timedelta(seconds=0.58)) == []  # nothing new is due
-    assert publish(key, start + timedelta(seconds=1.05)) == [str(k) for k in keys[6:11]]
+    assert publish(key, start + timedelta(seconds=0.25)) == []  # nothing new is due
+    assert publish(key, start + timedelta(seconds=0.45)) == [str(k) for k in keys[3:5]]
 
 
 def test_after_10_s_without_a_publisher_a_replay_goes_on_at_its_rate_not_at_once(
@@ -73,9 +73,11 @@ def test_after_10_s_without_a_publisher_a_replay_goes_on_at_its_rate_not_at_once
     keys = failed_events(load_json, 200)
     start = utcnow()
     key = route_replay(keys, start)
-    assert len(publish(key, start + timedelta(seconds=0.55))) == 6
-    later = start + timedelta(seconds=10.55)  # the publisher crashed; a worker looks now
-    assert publish(key, later) == [str(keys[6])]  # not the 100 that fell due meanwhile
+    assert len(publish(key, start + timedelta(seconds=0.15))) == 2
+    later = start + timedelta(seconds=10.15)  # the publisher crashed; a worker looks now
+    burst = publish(key, later)
+    assert len(burst) <= RATE * pacing.SLACK + 1  # not the 100 that fell due meanwhile
+    assert burst == [str(k) for k in keys[2 : 2 + len(burst)]]  # in schedule order
     sent = 0
     for tick in range(1, 51):  # five more seconds of a publisher looking every 0.1 s
         sent += len(publish(key, later + timedelta(seconds=tick / 10)))
@@ -95,7 +97,7 @@ def test_a_subscription_replay_catches_up_at_its_rate_and_the_sweep_leaves_it_al
     assert deliveries.claim_overdue(0) == []  # the deliveries' sweep sends none of them
     turn = pacing.take_turn(key)
     assert turn is not None
-    assert len(pacing.claim_deliveries(turn)) == 1  # the first; the others at the rate
+    assert len(pacing.claim_deliveries(turn)) <= RATE * pacing.SLACK + 1  # the others later
 
 
 def test_a_replay_is_finished_once_everything_is_published(
