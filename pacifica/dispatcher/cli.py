@@ -333,9 +333,9 @@ def _events(
     router = router_factory(settings) if router_factory else None
     built = service.build(settings, router)
     if action == "replay" and args.route:
-        return history_command.run_route_replay(args, built.events)
+        return history_command.run_route_replay(args, built.events, built.deliveries)
     if action == "replay":
-        return history_command.run_replay(args, built.deliveries)
+        return history_command.run_replay(args, built.events, built.deliveries)
     if action == "requeue":
         ids = events.claim_stranded(0, settings.processing_lease)
     else:

@@ -22,6 +22,7 @@ from pacifica.dispatcher.storage.schema import (
     DeliveryAttempt,
     EventRecord,
     HostSlot,
+    Replay,
     Subscription,
 )
 from pacifica.dispatcher.storage.statements import SWEEP_BATCH, chunks, claim_unsent
@@ -265,6 +266,12 @@ def claim_overdue(grace: float, limit: int = SWEEP_BATCH) -> list[int]:
             & (Delivery.next_attempt <= cutoff)
             & (Delivery.lease_until.is_null() | (Delivery.lease_until < now))
             & (Delivery.enqueued.is_null() | (Delivery.enqueued < cutoff))
+            # a going replay's unsent deliveries are paced (storage.pacing), not swept at once
+            & ~(
+                Delivery.enqueued.is_null()
+                & (Delivery.replay != 0)
+                & Delivery.replay.in_(Replay.select(Replay.id).where(Replay.released.is_null()))
+            )
         )
         .order_by(Delivery.next_attempt)
         .limit(limit)

@@ -247,9 +247,31 @@ class Replay(BaseModel):
     total = peewee.IntegerField(default=0)
     created = UTCDateTimeField(default=utcnow)
     updated = UTCDateTimeField(default=utcnow)
+    # Pacing (migration 11): the last time a publisher looked for what is due; how many seconds
+    # the schedule was pushed back because no publisher looked (a crash: the rest keeps the
+    # rate instead of going at once); when its last message was published (NULL until then).
+    paced = UTCDateTimeField(null=True)
+    lag = peewee.FloatField(default=0.0)
+    released = UTCDateTimeField(null=True, index=True)
 
     class Meta:
         table_name = "dispatcher_replay"
+
+
+class ReplayRun(BaseModel):
+    """One event a route replay runs its route again on, and when (migration 11): the schedule
+    of a route replay, as deliveries' ``next_attempt`` is for a subscription replay."""
+
+    id = peewee.AutoField()
+    replay = peewee.IntegerField()
+    event = peewee.UUIDField()
+    due = UTCDateTimeField()
+    enqueued = UTCDateTimeField(null=True)  # when it was published (its event sent again)
+
+    class Meta:
+        table_name = "dispatcher_replay_run"
+        # What is left to publish, in schedule order, without walking what was published.
+        indexes = ((("replay", "enqueued", "due"), False), (("replay", "event"), True))
 
 
 class Lineage(BaseModel):

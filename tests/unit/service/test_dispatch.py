@@ -197,6 +197,7 @@ def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path: Path) -> N
         "8: transaction ids of events; indexes for the operator page and /metrics",
         "9: replays (a delivery belongs to a replay or to none) and lineage",
         "10: drop the event indexes no query uses (faster writes on large tables)",
+        "11: route replays' schedule; replays' pacing after a publisher stopped",
     ]
     check_schema(database)
     assert "claimed_by" in {c.name for c in database.get_columns("dispatcher_event")}
@@ -217,11 +218,33 @@ def test_schema_4_adds_heartbeats_and_holders_to_an_existing_database(tmp_path: 
         "8: transaction ids of events; indexes for the operator page and /metrics",
         "9: replays (a delivery belongs to a replay or to none) and lineage",
         "10: drop the event indexes no query uses (faster writes on large tables)",
+        "11: route replays' schedule; replays' pacing after a publisher stopped",
     ]
     check_schema(database)
     for table in ("dispatcher_event", "dispatcher_delivery"):
         assert "holder" in {c.name for c in database.get_columns(table)}
     assert database.table_exists("dispatcher_worker")
+
+
+def test_schema_11_adds_route_replay_schedules_to_a_version_10_database(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    sync_schema(database)
+    database.execute_sql('DROP TABLE "dispatcher_replay_run"')
+    database.execute_sql('DROP INDEX "replay_released"')
+    database.execute_sql('DROP INDEX "delivery_replay_schedule"')
+    for column in ("paced", "lag", "released"):
+        database.execute_sql(f'ALTER TABLE "dispatcher_replay" DROP COLUMN "{column}"')
+    database.execute_sql('UPDATE "dispatcher_schema" SET "version" = 10')
+    assert sync_schema(database) == [
+        "11: route replays' schedule; replays' pacing after a publisher stopped"
+    ]
+    check_schema(database)
+    assert {"paced", "lag", "released"} <= {
+        c.name for c in database.get_columns("dispatcher_replay")
+    }
+    assert database.table_exists("dispatcher_replay_run")
+    indexes = {i.name for i in database.get_indexes("dispatcher_delivery")}
+    assert "delivery_replay_schedule" in indexes  # a replay's unsent deliveries, in order
 
 
 def test_unrouted_event_is_422(sqlite_db: peewee.Database, ingest_event: ReceivedEvent) -> None:
