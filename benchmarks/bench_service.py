@@ -976,6 +976,89 @@ def measure_system(system: str, args: argparse.Namespace, folder: Path) -> Syste
     return result
 
 
+# --- constant-rate phases (issue 17) ------------------------------------------------------------
+
+
+@dataclass
+class RatePhase:
+    """One open-loop phase of one system: what was asked for and what it gave."""
+
+    system: str
+    asked: str  # "500" or "80%" (of upstream's own best closed-loop rate on the same server)
+    result: Any  # rate_load.RateResult
+
+
+def peer_of(system: str) -> str:
+    """Upstream on the same server as ``system``."""
+    return system.replace("ours", "upstream")
+
+
+def resolve_rate(asked: str, system: str, results: list[SystemResult]) -> float | None:
+    """Requests/s for ``asked``: a number, or a percentage of the peer's best accept rate."""
+    if not asked.endswith("%"):
+        return float(asked)
+    peer = next((r for r in results if r.system == peer_of(system) and r.accept), None)
+    if peer is None:
+        return None
+    return max(a.rate for a in peer.accept) * float(asked[:-1]) / 100
+
+
+def measure_rates(
+    system: str, rates: list[tuple[str, float]], args: argparse.Namespace, folder: Path
+) -> list[RatePhase]:
+    """Start ``system`` fresh (workers consuming), run each constant-rate phase, stop it."""
+    from benchmarks.rate_load import open_loop  # it imports this module's event_body
+
+    folder.mkdir(parents=True, exist_ok=True)
+    procs = Processes()
+    phases = []
+    try:
+        start = start_upstream if system.startswith("upstream") else start_ours
+        running = start(procs, folder, uwsgi=system.endswith("-uwsgi"))
+        warm = post_events(running.port, [f"rwarm-{n}" for n in range(WARMUP_EVENTS)], 2)
+        if not running.record.wait_for(set(warm.sent_at), 90):
+            raise RuntimeError(f"{system}: warm-up events were not handled")
+        for asked, rate in rates:
+            measured = open_loop(running.port, rate, args.duration, f"rate{asked}-{time.time()}")
+            logging.info("%s: %s/s open loop %s", system, asked, measured)
+            phases.append(RatePhase(system, asked, measured))
+            drop_queue(running.redis_port)
+            time.sleep(1)
+    finally:
+        procs.stop_all()
+    return phases
+
+
+def rate_phases(
+    args: argparse.Namespace, results: list[SystemResult], workdir: Path
+) -> list[RatePhase]:
+    """Every system's constant-rate phases, after the closed-loop ones gave upstream's best."""
+    phases: list[RatePhase] = []
+    for system in args.system_list:
+        rates = [(a, resolve_rate(a, system, results)) for a in args.rates]
+        wanted = [(a, r) for a, r in rates if r]
+        try:
+            phases += measure_rates(system, wanted, args, workdir / f"{system}-rate")
+        except Exception:
+            logging.exception("%s: constant-rate phases failed", system)
+    return phases
+
+
+def rate_table(phases: list[RatePhase]) -> str:
+    """The constant-rate phases as one Markdown table, latency from the scheduled send time."""
+    head = "| system | asked | offered/s | achieved/s | p50 ms | p99 ms | p99.9 ms | max ms "
+    head += "| 2xx | 503 | other |"
+    rows = [head, "|---|---|" + "---:|" * 9]
+    for phase in phases:
+        r = phase.result
+        other = sum(v for k, v in r.statuses.items() if k not in ("2xx", "503"))
+        cells = [phase.system, phase.asked, _fmt(r.offered), _fmt(r.achieved)]
+        cells += [_fmt(v, 1) for v in (r.p50_ms, r.p99_ms, r.p999_ms, r.max_ms)]
+        cells += [str(r.count("2xx")), str(r.count("503")), str(other)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -1106,6 +1189,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="accept-phase load generator; auto = wrk when installed",
     )
+    parser.add_argument(
+        "--rate",
+        default="500,80%",
+        help="constant-rate phases, requests/s or %% of upstream's best accept rate on the same "
+        "server; '' skips them [500,80%%]",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 events, 3 s phases")
     parser.add_argument("--profile", action="store_true", help="py-spy our receiver and worker")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
@@ -1115,6 +1204,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.events = min(args.events, 200)
         args.duration = min(args.duration, 3.0)
     args.system_list = [s.strip() for s in args.systems.split(",") if s.strip()]
+    args.rates = [r.strip() for r in args.rate.split(",") if r.strip()]
     unknown = set(args.system_list) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown system(s): {', '.join(sorted(unknown))}")
@@ -1141,6 +1231,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for system in args.system_list:
             results.append(measure_system(system, args, workdir / system))
+        phases = rate_phases(args, results, workdir)
     except KeyboardInterrupt:
         print(
             f"interrupted; every started process was stopped (logs in {workdir})", file=sys.stderr
@@ -1163,6 +1254,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for line in ratios(results):
         print(line)
+    if phases:
+        print(f"\n#### Constant rate (open loop, {args.duration:.0f} s per phase)\n")
+        print(rate_table(phases))
     for result in results:
         if result.error:
             print(f"\n{result.system}: ERROR {result.error} (logs in {result.workdir})")
