@@ -270,6 +270,14 @@ class Settings:
         "Built-in server: seconds a client may stay silent while sending headers or body.",
         _positive_float,
     )
+    receive_backlog: int = _setting(
+        "RECEIVE_BACKLOG",
+        48,
+        "Most `POST /receive` requests waiting to be stored at once, per receiver process; "
+        "one more is answered 503 with `Retry-After` (nothing stored). Keep it below the "
+        "server's threads (SERVER_THREADS, uWSGI's --threads) so some stay free.",
+        _positive_int,
+    )
 
     # Issue 15 (operations): the operator page's administrators.
     admin_users: str | None = _setting(

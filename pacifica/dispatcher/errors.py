@@ -97,6 +97,10 @@ class StorageUnavailableError(DispatcherError, RuntimeError):
     """The database did not store an event in time; the client should send it again."""
 
 
+class OverloadedError(DispatcherError, RuntimeError):
+    """Too many requests are already waiting to be stored; the client should send again later."""
+
+
 class ServiceError(DispatcherError, RuntimeError):
     """A part of the running service failed and could not be kept alive."""
 

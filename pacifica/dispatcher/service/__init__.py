@@ -95,7 +95,7 @@ class Service:
         builtin["replays"] = Replays(self.settings)
         broker = broker_check(self.celery)
         builtin.update(operator_mounts(self.settings, names, self.deliveries.send, broker))
-        intake = Intake(self.events.send)
+        intake = Intake(self.events.send, backlog=self.settings.receive_backlog)
         return create_app(self.settings, intake.submit, {**builtin, **(mounts or {})}, verify)
 
     def mountable_app(self) -> Any:

@@ -25,6 +25,7 @@ from pacifica.dispatcher.errors import (
     InvalidTaskIdError,
     MethodNotAllowedError,
     NotFoundError,
+    OverloadedError,
     RequestTooLargeError,
     StorageUnavailableError,
     UnsupportedContentTypeError,
@@ -40,6 +41,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     InvalidTaskIdError: 422,
     RequestTooLargeError: 413,
     StorageUnavailableError: 503,
+    OverloadedError: 503,
     AuthenticationRequiredError: 401,
     ForbiddenError: 403,
     NotFoundError: 404,
@@ -62,6 +64,7 @@ def status_for(error: BaseException) -> int:
 
 
 RETRY_AFTER = "5"  # seconds, on 503: the database is restarting or busy
+OVERLOADED_RETRY_AFTER = "1"  # seconds, on 503 past RECEIVE_BACKLOG: a burst, not an outage
 
 
 def error_body(error: BaseException) -> tuple[int, dict[str, str]]:

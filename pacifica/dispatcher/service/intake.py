@@ -6,6 +6,10 @@ takes everything that queued up and commits it in one transaction: a burst of
 N requests costs one commit, not N. Broker messages are published afterwards
 by a publisher thread, off the request path; an event whose message was never
 published keeps ``enqueued`` empty and the workers' sweeper sends it.
+
+At most ``backlog`` requests wait for the writer at once; one more is refused
+at once (``OverloadedError``, a 503 with ``Retry-After``) instead of queueing
+behind them, and nothing refused was stored, so the client's retry is safe.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pacifica.dispatcher.errors import StorageUnavailableError
+from pacifica.dispatcher.errors import OverloadedError, StorageUnavailableError
 from pacifica.dispatcher.events import ReceivedEvent
 from pacifica.dispatcher.service import dispatch
 from pacifica.dispatcher.service.dispatch import Acceptance
@@ -42,26 +46,39 @@ class Intake:
     publish: Publish
     max_batch: int = 500
     timeout: float = 60.0
+    backlog: int = 48  # RECEIVE_BACKLOG
     _writes: queue.SimpleQueue[_Pending] = field(default_factory=queue.SimpleQueue)
     _sends: queue.SimpleQueue[tuple[list[str], int]] = field(default_factory=queue.SimpleQueue)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _idle: threading.Condition = field(default_factory=threading.Condition)
     _unpublished: int = 0
+    _waiting: int = 0
     _started: bool = False
 
     def submit(self, events: Sequence[ReceivedEvent]) -> list[Acceptance]:
         """Store events; return once they are committed.
 
         Raises:
+            OverloadedError: ``backlog`` requests are already waiting; nothing was stored.
             StorageUnavailableError: the database did not commit them in time.
             Exception: whatever the database raised for these events.
         """
         self._start()
-        pending = _Pending(events)
         with self._idle:
+            if self._waiting >= self.backlog:
+                raise OverloadedError(
+                    f"{self._waiting} requests are waiting to be stored; send again shortly"
+                )
+            self._waiting += 1
             self._unpublished += 1
+        pending = _Pending(events)
         self._writes.put(pending)
-        if not pending.done.wait(self.timeout):
+        try:
+            stored = pending.done.wait(self.timeout)
+        finally:
+            with self._idle:
+                self._waiting -= 1
+        if not stored:
             raise StorageUnavailableError(
                 f"the database did not store the event in {self.timeout}s"
             )

@@ -10,10 +10,11 @@ import cherrypy
 
 from pacifica.dispatcher import metrics
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.errors import MethodNotAllowedError, NotFoundError
+from pacifica.dispatcher.errors import MethodNotAllowedError, NotFoundError, OverloadedError
 from pacifica.dispatcher.events import ReceivedEvent, parse_http
 from pacifica.dispatcher.service.dispatch import Acceptance
 from pacifica.dispatcher.service.http import (
+    OVERLOADED_RETRY_AFTER,
     RETRY_AFTER,
     encode_json,
     error_body,
@@ -64,11 +65,15 @@ class Receiver:
             code, body = self._receive(environ, path, headers)
         except Exception as exc:
             code, body = error_body(exc)
-            metrics.count_received({503: "unavailable", 500: "error"}.get(code, "invalid"))
+            overloaded = isinstance(exc, OverloadedError)
+            outcome = "overloaded" if overloaded else {503: "unavailable", 500: "error"}.get(code)
+            metrics.count_received(outcome or "invalid")
             if code == 500:
                 log.error("unhandled error receiving an event", exc_info=True)
             if code == 503:
-                headers.append(("Retry-After", RETRY_AFTER))
+                headers.append(
+                    ("Retry-After", OVERLOADED_RETRY_AFTER if overloaded else RETRY_AFTER)
+                )
         payload = encode_json(body)
         headers.append(("Content-Length", str(len(payload))))
         start_response(status_line(code), headers)
