@@ -272,7 +272,7 @@ class Settings:
     )
     receive_backlog: int = _setting(
         "RECEIVE_BACKLOG",
-        48,
+        56,
         "Most `POST /receive` requests waiting to be stored at once, per receiver process; "
         "one more is answered 503 with `Retry-After` (nothing stored). Keep it below the "
         "server's threads (SERVER_THREADS, uWSGI's --threads) so some stay free.",

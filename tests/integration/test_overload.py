@@ -11,6 +11,8 @@ lock lets the waiting two through.
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,3 +72,26 @@ def test_past_the_backlog_the_receiver_answers_503_at_once_and_stores_every_2xx_
     refused_events = [b for b, r in zip(events, responses, strict=True) if r.status_code == 503]
     again = [deployment.post(body) for body in refused_events]
     assert [r.status_code for r in again] == [202] * (REQUESTS - BACKLOG)
+
+
+def test_the_built_in_server_keeps_fifty_clients_connected(
+    deployments: Callable[..., Deployment],
+) -> None:
+    """cheroot's default closes every connection past the tenth: clients paid a reconnect."""
+    deployment = deployments()
+    deployment.start_server()
+    connections = [
+        http.client.HTTPConnection("127.0.0.1", deployment.port, timeout=30) for _ in range(50)
+    ]
+    try:
+        for round_ in range(2):
+            for n, connection in enumerate(connections):
+                body = json.dumps(event("keepalive", f"keepalive-{round_}-{n}")).encode()
+                connection.request("POST", "/receive", body, {"Content-Type": "application/json"})
+                answer = connection.getresponse()
+                answer.read()
+                assert answer.status == 202
+                assert answer.getheader("Connection") != "close"
+    finally:
+        for connection in connections:
+            connection.close()

@@ -46,7 +46,7 @@ class Intake:
     publish: Publish
     max_batch: int = 500
     timeout: float = 60.0
-    backlog: int = 48  # RECEIVE_BACKLOG
+    backlog: int = 56  # RECEIVE_BACKLOG
     _writes: queue.SimpleQueue[_Pending] = field(default_factory=queue.SimpleQueue)
     _sends: queue.SimpleQueue[tuple[list[str], int]] = field(default_factory=queue.SimpleQueue)
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -15,6 +15,8 @@ from pacifica.dispatcher.service.web.api import Get, LineageView, Root, Status
 from pacifica.dispatcher.service.web.common import app_config
 from pacifica.dispatcher.service.web.receiver import Accept, Receiver, Verify
 
+KEEP_ALIVE_CONNECTIONS = 512  # open connections kept alive by the built-in server (cheroot: 10)
+
 
 def create_app(
     settings: Settings,
@@ -82,6 +84,10 @@ def serve(
     server = cherrypy.server
     server.httpserver, server.bind_addr = server.httpserver_from_self()
     server.httpserver.ConnectionClass = JSONErrorConnection
+    # cheroot answers "Connection: close" once 10 connections are open, so 50 keep-alive
+    # clients reconnected for ~1 request in 7 (BENCHMARKS.md, issue 17). An idle keep-alive
+    # connection holds a file descriptor, not a thread.
+    server.httpserver.keep_alive_conn_limit = KEEP_ALIVE_CONNECTIONS
     if on_stop is not None:
         cherrypy.engine.subscribe("stop", on_stop)
     if hasattr(cherrypy.engine, "signal_handler"):
