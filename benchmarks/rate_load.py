@@ -17,6 +17,7 @@ Run on its own, to measure a server or the generator's own ceiling::
 
     .venv/bin/python -m benchmarks.rate_load --port 8051 --rate 1000 --duration 10
     .venv/bin/python -m benchmarks.rate_load --self-test            # against a trivial server
+    .venv/bin/python -m benchmarks.rate_load --overload --rate 3000 --connections 120
 
 ``bench_service --rate 500,80%`` runs it as a phase against every system.
 """
@@ -32,9 +33,11 @@ import multiprocessing
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from benchmarks.bench_service import event_body
 
@@ -47,7 +50,7 @@ class RateResult:
     """One constant-rate phase: offered and achieved rate, latency from the scheduled time."""
 
     offered: float
-    seconds: float
+    seconds: float  # from the first scheduled send to the last answer
     sent: int
     statuses: dict[str, int] = field(default_factory=dict)
     p50_ms: float | None = None
@@ -123,6 +126,7 @@ class _Client:
         self.latencies: list[float] = []
         self.statuses: Counter[str] = Counter()
         self.late = 0.0
+        self.last = 0.0  # when the last answer came
 
     async def one(self, number: int, scheduled: float) -> None:
         payload = _request(f"{self.prefix}-{number}")
@@ -134,7 +138,8 @@ class _Client:
             kind = "timeout"
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
             kind = type(exc).__name__
-        self.latencies.append(time.monotonic() - scheduled)
+        self.last = time.monotonic()
+        self.latencies.append(self.last - scheduled)
         self.statuses[kind] += 1
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -178,10 +183,10 @@ class _Client:
 
 def _client_process(
     port: int, rate: float, duration: float, start: float, prefix: str, connections: int
-) -> tuple[list[float], dict[str, int], float, int]:
+) -> tuple[list[float], dict[str, int], float, int, float]:
     client = _Client(port, prefix, connections)
     asyncio.run(client.run(rate, duration, start))
-    return client.latencies, dict(client.statuses), client.late, client.opened
+    return client.latencies, dict(client.statuses), client.late, client.opened, client.last
 
 
 def open_loop(
@@ -216,7 +221,8 @@ def open_loop(
         statuses.update(part[1])
     return RateResult(
         offered=rate,
-        seconds=duration,
+        # Answers that come late stretch the phase: the rate is over the time they took.
+        seconds=max(duration, max(part[4] for part in parts) - start),
         sent=len(latencies),
         statuses=dict(statuses),
         p50_ms=_ms(_quantile(latencies, 0.50)),
@@ -284,13 +290,40 @@ def self_test(
         sock.close()
 
 
-def markdown(results: list[RateResult], label: str = "") -> str:
-    """The phases as a Markdown table."""
+def overload(
+    rate: float, duration: float, processes: int, connections: int, backlogs: list[str]
+) -> list[tuple[str, RateResult]]:
+    """Our built-in server (``serve``, Redis, workers consuming) past its capacity, once per
+    ``RECEIVE_BACKLOG`` value: how long requests queue, how many are refused."""
+    from benchmarks import bench_service as bench  # the systems' start-up lives there
+
+    measured = []
+    workdir = Path(tempfile.mkdtemp(prefix="dispatcher-overload-"))
+    for backlog in backlogs:
+        os.environ["RECEIVE_BACKLOG"] = backlog  # start_ours passes the environment on
+        procs = bench.Processes()
+        folder = workdir / f"backlog-{backlog}"
+        folder.mkdir()
+        try:
+            running = bench.start_ours(procs, folder, uwsgi=False)
+            open_loop(running.port, 200, 2, f"warm{backlog}", processes, connections)
+            prefix = f"over{backlog}-{time.time()}"
+            measured.append(
+                (backlog, open_loop(running.port, rate, duration, prefix, processes, connections))
+            )
+        finally:
+            procs.stop_all()
+            os.environ.pop("RECEIVE_BACKLOG", None)
+    return measured
+
+
+def markdown(results: list[tuple[str, RateResult]]) -> str:
+    """The phases (label, result) as a Markdown table."""
     rows = [
         "| system | offered/s | achieved/s | p50 ms | p99 ms | p99.9 ms | max ms | 2xx | 503 | other | connections | generator late ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
+    for label, r in results:
         other = sum(v for k, v in r.statuses.items() if k not in ("2xx", "503"))
         cells = [label, f"{r.offered:,.0f}", f"{r.achieved:,.0f}"]
         cells += [_fmt(r.p50_ms), _fmt(r.p99_ms), _fmt(r.p999_ms), _fmt(r.max_ms)]
@@ -315,20 +348,30 @@ def main(argv: list[str] | None = None) -> int:
         "--connections", type=int, default=CONNECTIONS, help=f"in all [{CONNECTIONS}]"
     )
     parser.add_argument("--self-test", action="store_true", help="against a trivial server")
+    parser.add_argument(
+        "--overload",
+        action="store_true",
+        help="start our built-in server once per --backlogs value and run --rate against it",
+    )
+    parser.add_argument(
+        "--backlogs", default="56,100000", help="RECEIVE_BACKLOG values for --overload"
+    )
     parser.add_argument("--quick", action="store_true", help="3 s per rate")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration = min(args.duration, 3.0)
     rates = [float(r) for r in args.rate.split(",")]
     if args.self_test:
-        print(
-            markdown(
-                self_test(rates, args.duration, args.processes, args.connections), "trivial server"
-            )
-        )
+        tested = self_test(rates, args.duration, args.processes, args.connections)
+        print(markdown([("trivial server", r) for r in tested]))
+        return 0
+    if args.overload:
+        backlogs = args.backlogs.split(",")
+        runs = overload(rates[0], args.duration, args.processes, args.connections, backlogs)
+        print(markdown([(f"serve, RECEIVE_BACKLOG={b}", r) for b, r in runs]))
         return 0
     if args.port is None:
-        parser.error("--port or --self-test")
+        parser.error("--port, --self-test or --overload")
     prefix = f"rate-{os.getpid()}-{int(time.time())}"
     results = [
         open_loop(
@@ -336,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for r in rates
     ]
-    print(markdown(results, f"127.0.0.1:{args.port}"))
+    print(markdown([(f"127.0.0.1:{args.port}", r) for r in results]))
     return 0
 
 
