@@ -24,7 +24,7 @@ from pacifica.dispatcher.errors import OverloadedError, StorageUnavailableError
 from pacifica.dispatcher.events import ReceivedEvent
 from pacifica.dispatcher.service import dispatch
 from pacifica.dispatcher.service.dispatch import Acceptance
-from pacifica.dispatcher.storage import available
+from pacifica.dispatcher.storage import available, prompt_write_transaction
 
 log = logging.getLogger(__name__)
 # Publishes the events' messages and records them sent (``Outbox.send``).
@@ -118,7 +118,7 @@ class Intake:
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            with available():
+            with available(), prompt_write_transaction():
                 results = dispatch.accept_many([p.events for p in batch])
         except StorageUnavailableError as exc:  # every request of the batch: 503, send again
             log.warning("could not store %d request(s): %s", len(batch), exc)

@@ -28,6 +28,8 @@ from pacifica.dispatcher.storage.schema import database_proxy
 log = logging.getLogger(__name__)
 # What drivers raise when the server is down, restarting, gone away, or (SQLite) busy.
 CONNECTION_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
+SQLITE_BUSY_MS = 30000  # how long a SQLite statement waits for another connection's lock
+LOCK_POLL = 0.0005  # seconds between tries of ``prompt_write_transaction``
 
 
 def open_database(url: str) -> peewee.Database:
@@ -46,7 +48,11 @@ def open_database(url: str) -> peewee.Database:
             Path(path[1:] if path.startswith("//") else path).parent.mkdir(
                 parents=True, exist_ok=True
             )
-        kwargs["pragmas"] = {"journal_mode": "wal", "busy_timeout": 30000, "synchronous": "normal"}
+        kwargs["pragmas"] = {
+            "journal_mode": "wal",
+            "busy_timeout": SQLITE_BUSY_MS,
+            "synchronous": "normal",
+        }
     try:
         database: peewee.Database = connect(url, **kwargs)
     except (RuntimeError, ValueError) as exc:
@@ -109,6 +115,46 @@ def write_transaction() -> Any:
     if isinstance(database, peewee.SqliteDatabase) and not database.in_transaction():
         return database.atomic("IMMEDIATE")
     return database_proxy.atomic()
+
+
+@contextlib.contextmanager
+def prompt_write_transaction() -> Iterator[None]:
+    """``write_transaction`` taking SQLite's write lock within a millisecond of its release.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25, … 100 ms between
+    tries, so a writer that finds the lock held by a worker kept waiting up to
+    tens of milliseconds after it was free: the receiver's group commit's p99
+    wait (BENCHMARKS.md, issue 17). This tries every ``LOCK_POLL`` seconds
+    instead, within the same ``SQLITE_BUSY_MS``; other databases and nested
+    calls get ``write_transaction``.
+
+    Raises:
+        peewee.OperationalError: the lock stayed taken for ``SQLITE_BUSY_MS``.
+    """
+    database = database_proxy.obj
+    if not isinstance(database, peewee.SqliteDatabase) or database.in_transaction():
+        with write_transaction():
+            yield
+        return
+    with contextlib.ExitStack() as stack:
+        _take_write_lock(database, stack)
+        yield
+
+
+def _take_write_lock(database: peewee.SqliteDatabase, stack: contextlib.ExitStack) -> None:
+    deadline = time.monotonic() + SQLITE_BUSY_MS / 1000
+    database.execute_sql("PRAGMA busy_timeout = 0")  # answer "locked" at once; we retry
+    try:
+        while True:
+            try:
+                stack.enter_context(database.atomic("IMMEDIATE"))
+                return
+            except peewee.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(LOCK_POLL)
+    finally:
+        database.execute_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
 
 
 def forget_connection() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -13,7 +14,9 @@ from pacifica.dispatcher.events import ReceivedEvent
 from pacifica.dispatcher.service import dispatch
 from pacifica.dispatcher.service.dispatch import Acceptance
 from pacifica.dispatcher.service.intake import Intake
+from pacifica.dispatcher.storage import database as database_module
 from pacifica.dispatcher.storage import events as stored_events
+from pacifica.dispatcher.storage import prompt_write_transaction
 from pacifica.dispatcher.storage.schema import EventRecord
 from pacifica.dispatcher.testing import event_from_dict
 from tests.conftest import outbox_of
@@ -107,3 +110,44 @@ def test_one_failing_request_does_not_fail_the_others_committed_with_it(
     assert intake.drain()
     stored = {r.event_id for r in EventRecord.select()}
     assert stored == {"slow", "good"}
+
+
+def busy_timeout(database: peewee.Database) -> int:
+    return int(database.execute_sql("PRAGMA busy_timeout").fetchone()[0])
+
+
+def test_a_request_waiting_for_a_workers_write_lock_is_stored_once_the_lock_is_free(
+    sqlite_db: peewee.Database,
+) -> None:
+    worker = sqlite3.connect(sqlite_db.database, isolation_level=None, check_same_thread=False)
+    worker.execute("BEGIN IMMEDIATE")
+    intake = Intake(outbox_of(lambda ids: ids))
+    answers: list[list[Acceptance]] = []
+    request = threading.Thread(target=lambda: answers.append(intake.submit(events("locked"))))
+    request.start()
+    try:
+        request.join(0.3)  # it cannot finish while the lock is held
+        assert request.is_alive()
+        assert not answers
+    finally:
+        worker.execute("ROLLBACK")
+        worker.close()
+    request.join(10)
+    assert [a.created for a in answers[0]] == [True]
+    assert stored_events.existing_ids([("s", "locked")]) == {("s", "locked"): answers[0][0].uuid}
+    assert busy_timeout(sqlite_db) == database_module.SQLITE_BUSY_MS
+
+
+def test_a_write_lock_held_past_the_busy_timeout_fails_the_transaction(
+    sqlite_db: peewee.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database_module, "SQLITE_BUSY_MS", 50)
+    worker = sqlite3.connect(sqlite_db.database, isolation_level=None)
+    worker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(peewee.OperationalError, match="locked"), prompt_write_transaction():
+            pass
+    finally:
+        worker.execute("ROLLBACK")
+        worker.close()
+    assert busy_timeout(sqlite_db) == 50
