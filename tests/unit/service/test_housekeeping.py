@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -107,3 +109,30 @@ def test_retention_purges_only_final_events(sqlite_db: peewee.Database, tmp_path
 
     assert keeper.purge(1) == 1
     assert [str(r.uuid) for r in EventRecord.select()] == [waiting]
+
+
+def test_the_housekeeper_copies_sqlites_log_into_the_database_file(
+    sqlite_db: peewee.Database, tmp_path: Path
+) -> None:
+    """Checkpoints happen on its tick, not in the commit of whichever event fills the log."""
+    settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path)})
+    keeper = Housekeeper(
+        "me",
+        settings,
+        event_outbox(lambda ids, delay: ids, settings.processing_lease),
+        delivery_outbox(lambda ids, delay: ids),
+        lambda: sqlite_db,
+    )
+    sqlite_db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # the schema, into the file
+    [accepted] = dispatch.accept([received("logged")])
+
+    def in_database_file() -> int:  # the file alone, as it would be without its log
+        uri = f"file:{tmp_path / 'test.sqlite3'}?immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as file_only:
+            query = "SELECT count(*) FROM dispatcher_event WHERE event_id = 'logged'"
+            return int(file_only.execute(query).fetchone()[0])
+
+    assert in_database_file() == 0  # committed, but only in the write-ahead log so far
+    keeper.tick(now=0.0)
+    assert in_database_file() == 1
+    assert dispatch.get_event(accepted.uuid).status is EventStatus.ACCEPTED
