@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kombu import Connection
+from kombu.connection import Connection
 
 from pacifica.dispatcher.service.broker import TRANSPORT, Doorbell, ring
 
@@ -39,23 +39,29 @@ def queue_name() -> str:
 
 
 @pytest.fixture
-def connections() -> Iterator[list[Connection]]:
-    opened: list[Connection] = []
+def connections() -> Iterator[list[Any]]:
+    """The kombu connections a test opened (closed after it)."""
+    opened: list[Any] = []
     yield opened
     for connection in opened:
         connection.release()
 
 
+def connect(opened: list[Any], transport_options: dict[str, Any]) -> Any:
+    """A connection to the embedded broker in ``transport_options``'s folders (kombu: untyped)."""
+    connection = Connection(transport=TRANSPORT, transport_options=dict(transport_options))  # type: ignore[no-untyped-call]
+    opened.append(connection)
+    return connection
+
+
 def consume_one(
-    connections: list[Connection],
+    connections: list[Any],
     transport_options: dict[str, Any],
     name: str,
     publish: threading.Thread,
 ) -> tuple[Any, float]:
     """Start consuming, let ``publish`` run, and return the first message's body and the wait."""
-    consumer = Connection(transport=TRANSPORT, transport_options=transport_options)
-    connections.append(consumer)
-    queue = consumer.SimpleQueue(name)
+    queue = connect(connections, transport_options).SimpleQueue(name)
     started = time.monotonic()
     publish.start()
     message = queue.get(block=True, timeout=20)
@@ -66,11 +72,10 @@ def consume_one(
 
 
 def publisher(
-    connections: list[Connection], transport_options: dict[str, Any], name: str, ready: Any
+    connections: list[Any], transport_options: dict[str, Any], name: str, ready: Any
 ) -> threading.Thread:
     """A thread that publishes ``{"n": 1}`` to the queue once ``ready()`` is true."""
-    producer = Connection(transport=TRANSPORT, transport_options=dict(transport_options))
-    connections.append(producer)
+    producer = connect(connections, transport_options)
 
     def run() -> None:
         deadline = time.monotonic() + 10
@@ -82,7 +87,7 @@ def publisher(
 
 
 def test_an_idle_consumer_takes_a_new_message_at_once_not_at_its_next_poll(
-    tmp_path: Path, connections: list[Connection], queue_name: str
+    tmp_path: Path, connections: list[Any], queue_name: str
 ) -> None:
     transport_options = options(tmp_path, polling_interval=30.0)
     wake = tmp_path / "wake"
@@ -97,7 +102,7 @@ def test_an_idle_consumer_takes_a_new_message_at_once_not_at_its_next_poll(
 
 
 def test_without_a_wake_folder_messages_still_arrive_by_polling(
-    tmp_path: Path, connections: list[Connection], queue_name: str
+    tmp_path: Path, connections: list[Any], queue_name: str
 ) -> None:
     transport_options = options(tmp_path, polling_interval=0.05, doorbells=False)
     publish = publisher(connections, transport_options, queue_name, lambda: True)
