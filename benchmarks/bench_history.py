@@ -1,6 +1,15 @@
-"""Dry-run speed: one JSONPath over the last N stored events, with reasons for every non-match.
+"""Dry-run speed: one JSONPath over the last N stored events, with reasons for every non-match;
+and the memory a replay over a large selection needs.
 
 Usage: ``.venv/bin/python -m benchmarks.bench_history [--sizes 10000 100000] [--database URL]``
+
+``--plan 100000 1000000 [--code DIR] [--quick]`` measures instead the peak
+memory (RSS) a subscription replay of every stored event in a time range
+needs to plan (select and match) and store (one delivery per event):
+each size runs in a fresh child process, whose growth of peak RSS over its
+start is reported with the time, as a markdown table. ``--code DIR`` runs the
+children on another checkout's package (``git archive main | tar -x -C DIR``)
+for a before/after comparison; ``--quick`` is ``--plan 20000``.
 
 The events are copies of the real event Pacifica Metadata emits
 (``tests/test_files/metadata_ingest_event.json``) with their own id, source,
@@ -17,6 +26,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -75,13 +88,78 @@ def _new(document: Any, created: datetime) -> NewEvent:
     )
 
 
+def measure_plan(url: str) -> dict[str, float]:
+    """In this (fresh) process: plan and store a replay of every stored event to a new
+    subscription matching a third of them; peak RSS growth (MiB), seconds, events."""
+    from pacifica.dispatcher.history import replay
+    from pacifica.dispatcher.storage.subscriptions import insert_subscription
+
+    open_database(url)
+    subscription = insert_subscription(
+        "bench",
+        {"name": "plan", "jsonpath": PATHS["text/plain files (1/3)"], "target_url": "http://x/"},
+    )
+    selection = Selection(last=None, since=datetime.now(timezone.utc) - timedelta(days=2))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    chosen = replay.plan(subscription, selection, None)
+    replay.start(subscription, selection, chosen, "bench", 10.0)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"rss_mib": (peak - before) / 1024, "seconds": seconds, "events": len(chosen.events)}
+
+
+def plan_table(sizes: list[int], code: str | None) -> None:
+    """Store each size (cumulatively) and measure a replay plan over it in a child process."""
+    env = dict(os.environ)
+    if code:
+        env["PYTHONPATH"] = code
+    print("| stored events | replayed | peak RSS growth | plan + store |")
+    print("|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as scratch:
+        url = f"sqlite:///{scratch}/plan.sqlite3"
+        child = [sys.executable, __file__]
+        subprocess.run([*child, "--sync", url], env=env, check=True)  # the children's schema
+        open_database(url)
+        stored = 0
+        for size in sorted(sizes):
+            store(size - stored, stored)
+            stored = size
+            measured = subprocess.run(
+                [*child, "--measure-plan", url],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            found = json.loads(measured.stdout.strip().splitlines()[-1])
+            print(
+                f"| {size:,} | {found['events']:,} | {found['rss_mib']:,.0f} MiB "
+                f"| {found['seconds']:.1f} s |"
+            )
+
+
 def main() -> None:
-    """Run the benchmark and print one line per size and JSONPath."""
+    """Run the benchmark and print one line per size and JSONPath (or the plan table)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000])
     parser.add_argument("--database", help="a database URL (default: a fresh SQLite file)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per JSONPath; the best counts")
+    parser.add_argument("--plan", type=int, nargs="+", help="replay plan memory over N events")
+    parser.add_argument("--code", help="with --plan: run the children on this checkout")
+    parser.add_argument("--quick", action="store_true", help="--plan 20000")
+    parser.add_argument("--measure-plan", help=argparse.SUPPRESS)  # the child's entries
+    parser.add_argument("--sync", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sync:
+        sync_schema(open_database(args.sync))
+        return
+    if args.measure_plan:
+        print(json.dumps(measure_plan(args.measure_plan)))
+        return
+    if args.plan or args.quick:
+        plan_table(args.plan or [20_000], args.code)
+        return
     with tempfile.TemporaryDirectory() as scratch:
         url = args.database or f"sqlite:///{scratch}/bench.sqlite3"
         sync_schema(open_database(url))

@@ -1,22 +1,28 @@
 """Time to match one event against N subscriptions: this project's index vs the upstream way.
 
-Usage: ``.venv/bin/python -m benchmarks.bench_matching [--sizes 1000 10000] [--events 200]``
+Usage: ``.venv/bin/python -m benchmarks.bench_matching [--quick] [--sizes 1000 10000]
+[--comparisons 0 0.01] [--events 200] [--slow-events 3]``
 
-Three strategies, one run, same subscriptions and events:
+Strategies, one run, same subscriptions and events:
 
 * ``upstream``: pacifica-notifications 0.5.2 ``dispatch_orm_event``: parse every
-  subscription's JSONPath, then evaluate it, for every event;
-* ``pre-parsed``: parse once, evaluate every subscription per event (brute force);
-* ``index``: this project's ``MatchIndex`` (parse once, evaluate only candidates);
-* ``matcher``: the ``Matcher`` the worker uses, i.e. the index plus the per-event
-  revision query against a SQLite database holding the subscriptions.
+  subscription's JSONPath, then evaluate it with jsonpath2, for every event;
+* ``jsonpath2, every path``: parse once, jsonpath2 evaluates every subscription;
+* ``index + jsonpath2``: the ``MatchIndex`` candidates, evaluated by jsonpath2 (how the
+  index worked before issue 17);
+* ``index``: this project's ``MatchIndex``: candidates evaluated by their compiled
+  predicates (``pacifica/dispatcher/predicate.py``), each distinct JSONPath once;
+* ``matcher + revision query``: the ``Matcher`` the worker uses, i.e. the index plus the
+  per-event revision query against a SQLite database holding the subscriptions.
 
 Mix: 70 % ``eventType`` + a (destinationTable, value) data condition, 10 % the
 same on 1.0 ``type``, 10 % a Files mimetype condition, 7 % other event types,
 3 % an OR of two values. ``--comparisons 0.01`` turns 1 % of them into ``>``
-comparisons, which no equality can exclude: those are evaluated for every event.
+comparisons, which no equality can exclude: those are candidates for every event.
 
-Every strategy's matches are checked to be identical for every event.
+Every strategy's matches are checked to be identical for every event. Times are the
+median wall time per event and, for the index and the matcher, the mean process CPU
+time per event (less disturbed by other load on the machine). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from jsonpath2.path import Path as JSONPath
 
 from pacifica.dispatcher.storage import open_database, sync_schema
 from pacifica.dispatcher.storage.schema import Subscription
-from pacifica.dispatcher.subscriptions.matching import Matcher, MatchIndex, brute_force, evaluate
+from pacifica.dispatcher.subscriptions.matching import Matcher, MatchIndex, brute_force
 
 EVENT_FILE = Path(__file__).parent.parent / "tests" / "test_files" / "metadata_ingest_event.json"
 INGEST = "org.pacifica.metadata.ingest"
@@ -85,42 +91,49 @@ def events(count: int, rng: random.Random) -> list[dict[str, Any]]:
 
 def per_event(
     run: Callable[[dict[str, Any]], list[str]], docs: list[dict[str, Any]]
-) -> tuple[float, list[list[str]]]:
-    """Median seconds per event, and each event's matches."""
+) -> tuple[float, float, list[list[str]]]:
+    """Median wall seconds and mean CPU seconds per event, and each event's matches."""
     times, results = [], []
+    cpu = time.process_time()
     for doc in docs:
         started = time.perf_counter()
         results.append(run(doc))
         times.append(time.perf_counter() - started)
-    return statistics.median(times), results
+    return statistics.median(times), (time.process_time() - cpu) / len(docs), results
 
 
 def upstream(paths: list[tuple[str, str]]) -> Callable[[dict[str, Any]], list[str]]:
     def run(doc: dict[str, Any]) -> list[str]:
-        return sorted(key for key, text in paths if evaluate(JSONPath.parse_str(text), doc))
+        return brute_force(((key, JSONPath.parse_str(text)) for key, text in paths), doc)
 
     return run
 
 
 def measure(
-    size: int, docs: list[dict[str, Any]], upstream_events: int, workdir: Path, comparisons: float
+    size: int, docs: list[dict[str, Any]], slow_events: int, workdir: Path, comparisons: float
 ) -> dict[str, Any]:
     rng = random.Random(size)
     paths = subscription_paths(size, rng, comparisons)
     texts = [(f"{n:06d}", text) for n, text in enumerate(paths)]
-    started = time.perf_counter()
     compiled = [(key, JSONPath.parse_str(text)) for key, text in texts]
-    parse_all = time.perf_counter() - started
     index = MatchIndex.build(compiled)
-    matcher = matcher_over(texts, workdir / f"subs-{size}.sqlite3")
-    row: dict[str, Any] = {"size": size, "parse_all_s": parse_all, "always": len(index.always)}
-    row["index_s"], expected = per_event(index.match, docs)
-    row["matcher_s"], via_db = per_event(lambda d: sorted(texts_key(matcher.match(d), texts)), docs)
-    row["preparsed_s"], brute = per_event(lambda d: brute_force(compiled, d), docs)
-    row["upstream_s"], slow = per_event(upstream(texts), docs[:upstream_events])
-    assert brute == expected, "index differs from brute force"
-    assert via_db == expected, "matcher differs from brute force"
-    assert slow == expected[:upstream_events], "upstream evaluation differs"
+    matcher = matcher_over(texts, workdir / f"subs-{size}-{comparisons}.sqlite3")
+    row: dict[str, Any] = {"size": size, "comparisons": comparisons}
+    row["index_s"], row["index_cpu"], expected = per_event(index.match, docs)
+    row["matcher_s"], row["matcher_cpu"], via_db = per_event(
+        lambda d: sorted(texts_key(matcher.match(d))), docs
+    )
+    row["interpreted_s"], _, interpreted = per_event(
+        lambda d: brute_force(((c.key, c.path) for c in index.candidates(d)), d), docs
+    )
+    slow = docs[:slow_events]
+    row["preparsed_s"], _, brute = per_event(lambda d: brute_force(compiled, d), slow)
+    row["upstream_s"], _, parsed_each_time = per_event(upstream(texts), slow)
+    assert interpreted == expected, "index + jsonpath2 differs from the compiled index"
+    assert via_db == expected, "matcher differs from the index"
+    assert brute == expected[:slow_events], "jsonpath2 over every path differs from the index"
+    assert parsed_each_time == expected[:slow_events], "upstream evaluation differs"
+    row["candidates"] = statistics.mean(len(index.candidates(d)) for d in docs)
     row["matches_per_event"] = statistics.mean(len(m) for m in expected)
     return row
 
@@ -150,38 +163,48 @@ def _uuid(key: str) -> str:
     return f"00000000-0000-0000-0000-{int(key):012d}"
 
 
-def texts_key(uuids: list[str], texts: list[tuple[str, str]]) -> list[str]:
-    del texts
+def texts_key(uuids: list[str]) -> list[str]:
     return [f"{int(u.rsplit('-', 1)[1]):06d}" for u in uuids]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--events", type=int, default=200, help="events per strategy")
+    parser.add_argument("--events", type=int, default=200, help="events per fast strategy")
     parser.add_argument(
-        "--upstream-events", type=int, default=3, help="events for the slow upstream way"
+        "--slow-events", type=int, default=3, help="events for the two jsonpath2-only strategies"
     )
     parser.add_argument(
         "--comparisons",
         type=float,
-        default=0.0,
-        help="fraction of subscriptions with only a '>' data condition (candidates for every event)",
+        nargs="+",
+        default=[0.0, 0.01],
+        help="fractions of subscriptions with only a '>' data condition (one row each)",
     )
+    parser.add_argument("--quick", action="store_true", help="10,000 subscriptions, 40 events")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.events, args.slow_events = [10000], 40, 1
     docs = events(args.events, random.Random(7))
     print(
-        f"{'subs':>6} {'upstream':>10} {'pre-parsed':>11} {'index':>9} {'matcher+db':>11} {'speed-up':>9} {'always':>7} {'matches':>8}"
+        "| subscriptions | `>` filters | upstream 0.5.2 | jsonpath2, every path "
+        "| index + jsonpath2 | index | index, CPU | matcher + revision query | matcher, CPU "
+        "| candidates | matches |"
     )
+    print("|---:" * 11 + "|")
     with tempfile.TemporaryDirectory() as workdir:
-        for size in args.sizes:
-            row = measure(size, docs, args.upstream_events, Path(workdir), args.comparisons)
-            print(
-                f"{row['size']:>6} {row['upstream_s'] * 1e3:>8.0f}ms {row['preparsed_s'] * 1e3:>9.1f}ms "
-                f"{row['index_s'] * 1e3:>7.3f}ms {row['matcher_s'] * 1e3:>9.3f}ms "
-                f"{row['preparsed_s'] / row['index_s']:>8.0f}x {row['always']:>7} {row['matches_per_event']:>8.2f}"
-            )
-    print("identical matches: yes (checked for every event and strategy)")
+        for comparisons in args.comparisons:
+            for size in args.sizes:
+                row = measure(size, docs, args.slow_events, Path(workdir), comparisons)
+                print(
+                    f"| {size:,} | {comparisons:.0%} | {row['upstream_s'] * 1e3:,.0f} ms "
+                    f"| {row['preparsed_s'] * 1e3:,.1f} ms | {row['interpreted_s'] * 1e3:.2f} ms "
+                    f"| {row['index_s'] * 1e3:.3f} ms | {row['index_cpu'] * 1e3:.3f} ms "
+                    f"| {row['matcher_s'] * 1e3:.3f} ms | {row['matcher_cpu'] * 1e3:.3f} ms "
+                    f"| {row['candidates']:.1f} | {row['matches_per_event']:.2f} |",
+                    flush=True,
+                )
+    print("\nidentical matches: yes (checked for every event and strategy)")
 
 
 if __name__ == "__main__":

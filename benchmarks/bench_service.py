@@ -678,7 +678,10 @@ def drop_queue(redis_port: int) -> None:
 # (label, regular expression searched in each py-spy frame, e.g. "Receiver.__call__ (dispatcher/service/web/receiver.py:60)").
 # The package's own functions are listed automatically (see ``summarize_profile``).
 RECEIVER_MARKERS = [
-    ("Receiver.__call__ (whole /receive handler)", r"^Receiver\.__call__ \(dispatcher/service/web/receiver\.py"),
+    (
+        "Receiver.__call__ (whole /receive handler)",
+        r"^Receiver\.__call__ \(dispatcher/service/web/receiver\.py",
+    ),
     ("Celery send_task (publish to Redis)", r"^Celery\.send_task \(celery/"),
     ("peewee Database.execute_sql (all SQL)", r"^Database\.execute_sql \(peewee"),
     ("peewee Model.create / save", r"^Model\.(create|save) \(peewee"),

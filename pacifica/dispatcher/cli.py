@@ -328,15 +328,14 @@ def _events(
         return 0
     if action == "purge":
         deleted = events.purge(args.older_than, args.limit, _progress_printer())
-        deliveries.purge_orphans()
         print(f"purged {deleted} event(s) created before {args.older_than.isoformat()}")
         return 0
     router = router_factory(settings) if router_factory else None
     built = service.build(settings, router)
     if action == "replay" and args.route:
-        return history_command.run_route_replay(args, built.events)
+        return history_command.run_route_replay(args, built.events, built.deliveries)
     if action == "replay":
-        return history_command.run_replay(args, built.deliveries)
+        return history_command.run_replay(args, built.events, built.deliveries)
     if action == "requeue":
         ids = events.claim_stranded(0, settings.processing_lease)
     else:

@@ -252,8 +252,9 @@ class Settings:
     jsonpath_budget: int = _setting(
         "JSONPATH_BUDGET",
         1000000,
-        "Evaluation steps (Python calls) one subscription's JSONPath may take on one event; "
-        "a subscription over budget is disabled with the reason.",
+        "Evaluation steps (Python calls) one subscription's JSONPath may take on one event "
+        "when jsonpath2 interprets it ('..', unions, functions); a subscription over budget "
+        "is disabled with the reason.",
         _positive_int,
     )
     server_threads: int = _setting(

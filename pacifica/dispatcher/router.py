@@ -29,6 +29,7 @@ from pacifica.dispatcher.errors import (
 )
 from pacifica.dispatcher.event_handlers import EventHandler
 from pacifica.dispatcher.events import ReceivedEvent, parse_document
+from pacifica.dispatcher.predicate import interpret, predicate_of
 
 PathSpec: TypeAlias = "Path | str | os.PathLike[str]"
 # The errors are here too: upstream code imports them from this module.
@@ -61,8 +62,13 @@ def parse_jsonpath(text: str) -> Path:
 
 
 def path_matches(path: Path, document: Any) -> bool:
-    """True when ``path`` matches ``document`` at least once (upstream's ``find`` is not empty)."""
-    return next(iter(path.match(document)), None) is not None
+    """True when ``path`` matches ``document`` at least once (upstream's ``find`` is not empty).
+
+    The path's compiled predicate answers when it has one, jsonpath2 otherwise (the same
+    answer, and the same exceptions, either way).
+    """
+    predicate = predicate_of(path)
+    return interpret(path, document) if predicate is None else predicate(document)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,23 @@ class SlowEventHandler(EventHandler):
             done.write(f"{event.get_id()}\n")
 
 
+class FlakyEventHandler(EventHandler):
+    """Fails until fixed, leaving one line per run a test can count.
+
+    The event's data names a directory: each run appends ``<event id> <time>``
+    to ``runs`` (the side effect), then raises while ``fixed`` is absent and
+    the data says ``fail``.
+    """
+
+    def handle(self, event: CloudEvent) -> None:
+        data: Any = event.get_data()
+        folder = Path(data["dir"])
+        with (folder / "runs").open("a", encoding="utf-8") as runs:
+            runs.write(f"{event.get_id()} {time.time()}\n")
+        if data.get("fail") and not (folder / "fixed").exists():
+            raise RuntimeError("not fixed yet")
+
+
 def create_router(settings: Settings) -> Router:
     """The built-in routes plus one route per test behaviour."""
     router = default_router(settings)
@@ -62,6 +79,7 @@ def create_router(settings: Settings) -> Router:
     router.add_route(type_is("org.example.fanout"), NoopEventHandler(), name="fanout-ok")
     router.add_route(type_is("org.example.fanout"), ExceptionEventHandler(), name="fanout-fail")
     router.add_route(type_is("org.example.slow"), SlowEventHandler(), name="slow")
+    router.add_route(type_is("org.example.flaky"), FlakyEventHandler(), name="flaky")
     return router
 
 

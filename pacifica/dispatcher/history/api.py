@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from jsonpath2.path import Path
 
-from pacifica.dispatcher.errors import InvalidRequestError, InvalidSubscriptionError
+from pacifica.dispatcher.errors import InvalidRequestError, InvalidSubscriptionError, NotFoundError
 from pacifica.dispatcher.history.dryrun import (
     DEFAULT_LAST,
     DryRun,
@@ -123,6 +124,62 @@ MAX_REPLAY_EVENTS = 10_000  # events one HTTP replay may send (the CLI has no li
 MAX_HTTP_RATE = 100.0  # deliveries per second
 
 
+@dataclass(frozen=True)
+class ReplayRequest:
+    """A replay's body, read: which events, at what rate, and whether only to count them."""
+
+    selection: Selection
+    jsonpath: str | None
+    rate: float
+    dry_run: bool
+
+
+REPLAY_KEYS = frozenset({"since", "until", "jsonpath", "rate", "dry_run"})
+
+
+def replay_request(body: Any, extra: frozenset[str] = frozenset()) -> ReplayRequest:
+    """``{"since", "until", "jsonpath", "rate", "dry_run"}`` (and the ``extra`` keys), read.
+
+    Raises:
+        InvalidRequestError: a bad body, no ``since``, or a bad rate.
+        InvalidSubscriptionError: the JSONPath is too complex or does not parse.
+    """
+    from pacifica.dispatcher.history import replay
+
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the body must be a JSON object")
+    unknown = sorted(set(body) - REPLAY_KEYS - extra)
+    if unknown:
+        raise InvalidRequestError(f"unknown parameter {unknown[0][:100]!r}")
+    if not body.get("since"):
+        raise InvalidRequestError("since (an ISO date or date-time) is required")
+    since = parse_when("since", body["since"])
+    until = parse_when("until", body["until"]) if body.get("until") else None
+    rate_value = body.get("rate", replay.DEFAULT_RATE)
+    if isinstance(rate_value, bool) or not isinstance(rate_value, (int, float)):
+        raise InvalidRequestError("rate must be a number")
+    rate = replay.check_rate(float(rate_value), MAX_HTTP_RATE)
+    jsonpath = body.get("jsonpath")
+    if jsonpath is not None:
+        user_jsonpath(jsonpath)
+    dry = _flag("dry_run", body.get("dry_run", False))
+    return ReplayRequest(Selection(last=None, since=since, until=until), jsonpath, rate, dry)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequestError(f"{name} must be true or false")
+    return value
+
+
+def _at_most(count: int) -> None:
+    if count > MAX_REPLAY_EVENTS:
+        raise InvalidRequestError(
+            f"{count} events selected; at most {MAX_REPLAY_EVENTS} per request "
+            "(narrow since/until, or use `pacifica-dispatcher events replay`)"
+        )
+
+
 def replay_posted(user: str, key: str, body: Any) -> dict[str, Any]:
     """``POST /eventmatch/<uuid>/replay``: ``{"since", "until", "jsonpath", "rate",
     "dry_run"}``; the caller's own subscription only. The answer says how many events go;
@@ -135,42 +192,75 @@ def replay_posted(user: str, key: str, body: Any) -> dict[str, Any]:
     """
     from pacifica.dispatcher.history import replay
 
-    if not isinstance(body, dict):
-        raise InvalidRequestError("the body must be a JSON object")
-    unknown = sorted(set(body) - {"since", "until", "jsonpath", "rate", "dry_run"})
-    if unknown:
-        raise InvalidRequestError(f"unknown parameter {unknown[0][:100]!r}")
     subscription = registry.get(user, key)
-    if not body.get("since"):
-        raise InvalidRequestError("since (an ISO date or date-time) is required")
-    since = parse_when("since", body["since"])
-    until = parse_when("until", body["until"]) if body.get("until") else None
-    rate_value = body.get("rate", replay.DEFAULT_RATE)
-    if isinstance(rate_value, bool) or not isinstance(rate_value, (int, float)):
-        raise InvalidRequestError("rate must be a number")
-    rate = replay.check_rate(float(rate_value), MAX_HTTP_RATE)
-    jsonpath = body.get("jsonpath")
-    if jsonpath is not None:
-        user_jsonpath(jsonpath)
-    selection = Selection(last=None, since=since, until=until)
-    chosen = replay.plan(subscription, selection, jsonpath)
-    if len(chosen.events) > MAX_REPLAY_EVENTS:
-        raise InvalidRequestError(
-            f"{len(chosen.events)} events selected; at most {MAX_REPLAY_EVENTS} per request "
-            "(narrow since/until, or use `pacifica-dispatcher events replay`)"
-        )
-    dry = bool(body.get("dry_run", False))
+    asked = replay_request(body)
+    chosen = replay.plan(subscription, asked.selection, asked.jsonpath)
+    _at_most(len(chosen.events))
     key_made = (
         None
-        if dry or not chosen.events
-        else replay.start(subscription, selection, chosen, user, rate)
+        if asked.dry_run or not chosen.events
+        else replay.start(subscription, asked.selection, chosen, user, asked.rate)
     )
     return {
         "replay": key_made,
         "subscription": str(subscription.uuid),
         "events": len(chosen.events),
         "jsonpath": chosen.jsonpath,
-        "rate": rate,
-        "dry_run": dry,
-        "seconds": round(len(chosen.events) / rate, 1),
+        "rate": asked.rate,
+        "dry_run": asked.dry_run,
+        "seconds": round(len(chosen.events) / asked.rate, 1),
+    }
+
+
+def route_replay_posted(user: str, route: str, body: Any) -> dict[str, Any]:
+    """``POST /routes/<name>/replay`` (``ADMIN_USERS`` only, checked by the caller): the
+    replay body plus ``only_failed`` (default true): run the route again on the selected
+    events' runs of it, ``rate`` per second; a dry run only counts them.
+
+    Raises:
+        InvalidRequestError: a bad body, no ``since``, a bad rate, or too many events.
+        InvalidSubscriptionError: the JSONPath is too complex or does not parse.
+    """
+    from pacifica.dispatcher.history import replay
+
+    asked = replay_request(body, frozenset({"only_failed"}))
+    only_failed = _flag("only_failed", body.get("only_failed", True))
+    chosen = replay.plan_route(route, asked.selection, asked.jsonpath, only_failed)
+    _at_most(len(chosen.events))
+    key_made = None
+    if not asked.dry_run and chosen.events:
+        key_made, _ = replay.start_route(
+            route, asked.selection, chosen, user, asked.rate, only_failed
+        )
+    return {
+        "replay": key_made,
+        "route": route,
+        "only_failed": only_failed,
+        "events": len(chosen.events),
+        "jsonpath": chosen.jsonpath or None,
+        "rate": asked.rate,
+        "dry_run": asked.dry_run,
+        "seconds": round(len(chosen.events) / asked.rate, 1),
+    }
+
+
+def replay_progress(user: str, admin: bool, key: str) -> dict[str, Any]:
+    """``GET /replays/<id>``: how far a replay got, for the user who asked for it or an admin.
+
+    Raises:
+        NotFoundError: no such replay, or not the caller's (an admin sees every replay).
+    """
+    from pacifica.dispatcher.storage.replays import progress
+
+    found = progress(int(key)) if key.isdigit() and len(key) < 12 else None
+    if found is None or not (admin or found.user == user):
+        raise NotFoundError(f"no replay {key[:40]}")
+    return {
+        "replay": found.replay,
+        "kind": found.kind,
+        "total": found.total,
+        "done": found.delivered,
+        "failed": found.failed,
+        "pending": found.pending,
+        "finished": found.done,
     }

@@ -83,8 +83,9 @@ def add_replay_parser(actions: argparse._SubParsersAction[argparse.ArgumentParse
         "or run one route again on them",
         description="Send the stored events created in [--since, --until) that the JSONPath "
         "(the subscription's own unless --jsonpath) matches to one subscription again. Each "
-        "delivery carries a 'webhook-replay: <replay id>' header. Deliveries are scheduled "
-        "--rate per second in the database: if this command stops, the workers send the rest.",
+        "delivery carries a 'webhook-replay: <replay id>' header. Deliveries (or, with "
+        "--route, the route's runs) are scheduled --rate per second in the database: if this "
+        "command stops, the workers send the rest at the same rate.",
     )
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("--subscription", type=uuidlib.UUID, help="a subscription's uuid")
@@ -102,9 +103,10 @@ def add_replay_parser(actions: argparse._SubParsersAction[argparse.ArgumentParse
     )
 
 
-def run_route_replay(args: argparse.Namespace, events: Any) -> int:
+def run_route_replay(args: argparse.Namespace, events: Any, deliveries: Any) -> int:
     """Run ``events replay --route``: say how many runs would repeat, then mark them and
-    send their events at ``--rate``; only the marked routes run (others keep their outcome).
+    publish their events as they fall due (``--rate`` per second), with progress on stderr;
+    only the marked routes run (others keep their outcome).
 
     Raises:
         InvalidRequestError: a bad rate.
@@ -120,24 +122,24 @@ def run_route_replay(args: argparse.Namespace, events: Any) -> int:
     print(f"{len(chosen.events)} {kind} of route {args.route!r} would run again at {rate:g}/s")
     if args.dry_run or not chosen.events:
         return 0
-    key, keys = replay.start_route(args.route, selection, chosen, "cli", rate, only_failed)
+    key, _ = replay.start_route(args.route, selection, chosen, "cli", rate, only_failed)
+    return _follow(args, key, replay.Publishers(events, deliveries))
+
+
+def _follow(args: argparse.Namespace, key: int, through: Any) -> int:
+    """Say the replay is stored; unless ``--no-wait``, publish it until done (exit 1 if any
+    of it failed)."""
+    from pacifica.dispatcher.history import replay
+
     print(f"replay {key} stored", flush=True)
     if args.no_wait:
         return 0
-    sent = replay.send_paced(keys, events, rate, _sent_printer())
-    print(f"replay {key}: sent {sent} of {len(keys)} event(s)")
-    return 0 if sent == len(keys) else 1
+    final = replay.pump(key, through, _replay_printer())
+    print(replay.describe(final))
+    return 0 if final.failed == 0 else 1
 
 
-def _sent_printer() -> Callable[[int, int], None]:
-    def show(done: int, total: int) -> None:
-        end = "\n" if done >= total else ""
-        print(f"\rsending: {done}/{total} event(s)", end=end, file=sys.stderr, flush=True)
-
-    return show
-
-
-def run_replay(args: argparse.Namespace, deliveries: Any) -> int:
+def run_replay(args: argparse.Namespace, events: Any, deliveries: Any) -> int:
     """Run ``events replay``: print how many would go, then (unless ``--dry-run``) store the
     replay and publish its deliveries as they fall due, with progress on stderr.
 
@@ -164,12 +166,7 @@ def run_replay(args: argparse.Namespace, deliveries: Any) -> int:
     if args.dry_run or not chosen.events:
         return 0
     key = replay.start(subscription, selection, chosen, "cli", rate)
-    print(f"replay {key} stored", flush=True)
-    if args.no_wait:
-        return 0
-    final = replay.pump(key, deliveries, _replay_printer())
-    print(replay.describe(final))
-    return 0 if final.failed == 0 else 1
+    return _follow(args, key, replay.Publishers(events, deliveries))
 
 
 def _replay_printer() -> Callable[[Any], None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid as uuidlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -72,24 +73,29 @@ def dry_run(text: str, path: Path, selection: Selection, show: int = 20) -> DryR
 
 
 def judge_documents(
-    text: str, path: Path, found: list[EventDocument], show: int, started: float
+    text: str, path: Path, found: Iterable[EventDocument], show: int, started: float
 ) -> DryRun:
-    """The dry run's answer over already-read events (``started``: a ``perf_counter`` reading)."""
+    """The dry run's answer over events as they are read (``started``: a ``perf_counter``
+    reading); only the ``show`` events of each kind are kept."""
     matched: list[Verdict] = []
     failed: list[Verdict] = []
     reasons: Counter[str] = Counter()
+    examined = matches = 0
     for event in found:
+        examined += 1
         # One walk decides the match and the reason; values are quoted only for shown events.
         explanation = explain(path, event.document, detail=len(failed) < show)
         if explanation.matched:
-            matched.append(Verdict(event, explanation))
+            matches += 1
+            if len(matched) < show:
+                matched.append(Verdict(event, explanation))
             continue
         reasons[explanation.failed] += 1
         if len(failed) < show:
             failed.append(Verdict(event, explanation))
     shown = (matched + failed)[:show]
     elapsed = time.perf_counter() - started
-    return DryRun(text, len(found), len(matched), reasons.most_common(), shown, elapsed)
+    return DryRun(text, examined, matches, reasons.most_common(), shown, elapsed)
 
 
 def to_json(run: DryRun) -> dict[str, Any]:
@@ -132,7 +138,7 @@ def to_text(run: DryRun) -> str:
 
 def recent_note(path: Path) -> str | None:
     """A warning for a subscription's answer when its JSONPath matches none of the recent events."""
-    found = event_documents(RECENT_CHECK)
+    found = list(event_documents(RECENT_CHECK))
     if not found or any(safe_matches(path, e.document) for e in found):
         return None
     reason = explain(path, found[0].document).reason

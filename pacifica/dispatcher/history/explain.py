@@ -7,7 +7,8 @@ first step that reaches nothing is the reason. A filter ``[?(...)]`` is
 explained by evaluating its expression (and/or/not, comparisons, existence)
 on the nodes it was tried on and naming the first clause that was false,
 with the value the event actually had. Every yes/no comes from jsonpath2's
-own ``match``/``evaluate``, so the explanation agrees with the router.
+own ``match``/``evaluate`` or the router's ``path_matches`` (whose compiled
+predicates answer as jsonpath2 does), so the explanation agrees with the router.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pacifica.dispatcher.history.clauses import (
     nearest_miss,
     text_of,
 )
+from pacifica.dispatcher.router import path_matches
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def explain(path: Path, document: Any, detail: bool = True) -> Explanation:
 
 def _matches(path: Path, document: Any) -> bool:
     try:
-        return next(iter(path.match(document)), None) is not None
+        return path_matches(path, document)
     except Exception:  # as the router: an error is no match
         return False
 

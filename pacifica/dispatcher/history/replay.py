@@ -1,12 +1,14 @@
-"""Replays: stored events sent again to one subscription, throttled, resumable, marked as replays.
+"""Replays: stored events sent again to one subscription, or one route run again on them;
+throttled, resumable, marked as replays.
 
-``plan`` selects the events (a time range, and a JSONPath: the subscription's
-own unless another is given) and says how many would go; ``start`` stores the
-replay and one delivery per event, scheduled ``rate`` per second (see
-``storage.replays``); ``pump`` publishes each delivery through the
-deliveries' outbox when it is due and reports progress. Nothing lives only in
-the pump: if it stops, every worker's outbox sweep sends the deliveries that
-are overdue, in schedule order, so a replay always finishes.
+``plan`` (``plan_route``) selects the events (a time range, and a JSONPath:
+the subscription's own unless another is given) and says how many would go;
+``start`` (``start_route``) stores the replay and its schedule, ``rate`` per
+second (see ``storage.replays``); ``publish_due`` takes a turn and publishes
+what is due (``storage.pacing``); ``pump`` does so until the replay is done
+and reports progress. Nothing lives only in the pump: every worker's
+housekeeping publishes the replays' due messages too, so a replay always
+finishes, and after a crash it goes on at its rate.
 """
 
 from __future__ import annotations
@@ -14,22 +16,25 @@ from __future__ import annotations
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from jsonpath2.path import Path
 
-from pacifica.dispatcher.errors import InvalidRequestError
+from pacifica.dispatcher.errors import InvalidRequestError, NotFoundError
 from pacifica.dispatcher.history.dryrun import Selection, safe_matches
 from pacifica.dispatcher.service.outbox import Outbox
-from pacifica.dispatcher.storage import replays
-from pacifica.dispatcher.storage.history import event_documents
+from pacifica.dispatcher.storage import pacing, replays
+from pacifica.dispatcher.storage.history import EventDocument, event_documents
 from pacifica.dispatcher.storage.replays import NewReplay, ReplayProgress
+from pacifica.dispatcher.storage.statements import SWEEP_BATCH
 from pacifica.dispatcher.storage.subscriptions import SubscriptionRow
 from pacifica.dispatcher.subscriptions.registry import compile_jsonpath
 
 DEFAULT_RATE = 10.0  # deliveries per second
 TICK = 0.1  # seconds between the pump's looks at what is due
+PROGRESS_EVERY = 1.0  # seconds between the pump's progress reports
 
 
 @dataclass(frozen=True)
@@ -60,9 +65,20 @@ def plan(subscription: SubscriptionRow, selection: Selection, jsonpath: str | No
     """
     text = jsonpath or subscription.jsonpath
     path: Path = compile_jsonpath(text)
-    found = event_documents(selection.last, selection.since, selection.until, selection.ids)
-    chosen = [d.uuid for d in reversed(found) if safe_matches(path, d.document)]
+    chosen = [d.uuid for d in oldest_first(selection) if safe_matches(path, d.document)]
     return Plan(chosen, text)
+
+
+def oldest_first(selection: Selection) -> Iterator[EventDocument]:
+    """The selected stored events, oldest first, a page at a time (only ids are kept)."""
+    if selection.last is not None:  # the last N: newest first from the database, at most N
+        yield from reversed(
+            list(event_documents(selection.last, selection.since, selection.until, selection.ids))
+        )
+        return
+    yield from event_documents(
+        None, selection.since, selection.until, selection.ids, oldest_first=True
+    )
 
 
 def start(
@@ -81,29 +97,73 @@ def start(
     return replays.create_delivery_replay(asked, chosen.events)
 
 
+@dataclass(frozen=True)
+class Publishers:
+    """The outboxes a replay publishes through: events (route replays), deliveries."""
+
+    events: Outbox[str]
+    deliveries: Outbox[int]
+
+
+def publish_due(replay: int, through: Publishers) -> bool:
+    """Take a turn on ``replay`` and publish what is due; False once it has nothing left.
+
+    A turn another publisher holds publishes nothing here (True: not finished).
+    """
+    turn = pacing.take_turn(replay)
+    if turn is None:
+        return replay in pacing.active()
+    while True:
+        if turn.kind == "route":
+            batch: list[Any] = pacing.claim_runs(turn)
+            through.events.send(batch)  # what the broker refused: the events' sweep sends it
+        else:
+            batch = pacing.claim_deliveries(turn)
+            through.deliveries.send(batch)
+        if len(batch) < SWEEP_BATCH:
+            break
+    return not pacing.finish_if_done(turn)
+
+
+def publish_all_due(through: Publishers) -> bool:
+    """Publish what is due of every replay (a worker's turn); whether any is still going."""
+    going = False
+    for replay in pacing.active():
+        going = publish_due(replay, through) or going
+    return going
+
+
 def pump(
     replay: int,
-    outbox: Outbox[int],
+    through: Publishers,
     show: Callable[[ReplayProgress], None] | None = None,
     stop: threading.Event | None = None,
 ) -> ReplayProgress:
-    """Publish the replay's deliveries as they fall due until none is pending (or ``stop``)."""
+    """Publish the replay's messages as they fall due until all ran (or ``stop``)."""
     stop = stop or threading.Event()
+    looked = 0.0
+    found: ReplayProgress | None = None
     while True:
-        due = replays.claim_due(replay)
-        if due:
-            outbox.send(due)
-        now = replays.progress(replay)
-        if show is not None:
-            show(now)
-        if now.done or stop.wait(TICK):  # the pump's own pace: it is the throttle
-            return now
+        publishing = publish_due(replay, through)
+        now = time.monotonic()
+        if not publishing or now - looked >= PROGRESS_EVERY:
+            looked = now
+            found = replays.progress(replay)
+            if found is None:  # deleted under the pump
+                raise NotFoundError(f"no replay {replay}")
+            if show is not None:
+                show(found)
+            if found.done:
+                return found
+        if stop.wait(TICK) and found is not None:  # the schedule in the database is the throttle
+            return found
 
 
 def describe(progress: ReplayProgress) -> str:
-    """``replay 3: 420/1000 delivered, 0 failed, 580 pending``."""
+    """``replay 3: 420/1000 delivered, 0 failed, 580 pending`` (a route replay: ``ran``)."""
+    done = "ran" if progress.kind == "route" else "delivered"
     return (
-        f"replay {progress.replay}: {progress.delivered}/{progress.total} delivered, "
+        f"replay {progress.replay}: {progress.delivered}/{progress.total} {done}, "
         f"{progress.failed} failed, {progress.pending} pending"
     )
 
@@ -116,17 +176,28 @@ def plan_route(route: str, selection: Selection, jsonpath: str | None, only_fail
         InvalidSubscriptionError: the JSONPath does not parse.
     """
     path = compile_jsonpath(jsonpath) if jsonpath else None
-    found = event_documents(selection.last, selection.since, selection.until, selection.ids)
-    candidates = [d.uuid for d in reversed(found) if path is None or safe_matches(path, d.document)]
-    repeatable = replays.with_route_runs(route, candidates, only_failed)
-    chosen = [key for key in candidates if key in repeatable]
+    chosen: list[uuidlib.UUID] = []
+    page: list[uuidlib.UUID] = []
+    for document in oldest_first(selection):
+        if path is None or safe_matches(path, document.document):
+            page.append(document.uuid)
+        if len(page) >= SWEEP_BATCH:
+            chosen += _with_runs(route, page, only_failed)
+            page = []
+    chosen += _with_runs(route, page, only_failed)
     return Plan(chosen, jsonpath or "")
+
+
+def _with_runs(route: str, candidates: list[uuidlib.UUID], only_failed: bool) -> list[uuidlib.UUID]:
+    repeatable = replays.with_route_runs(route, candidates, only_failed)
+    return [key for key in candidates if key in repeatable]
 
 
 def start_route(
     route: str, selection: Selection, chosen: Plan, user: str, rate: float, only_failed: bool
 ) -> tuple[int, list[uuidlib.UUID]]:
-    """Mark the route's runs to run again; the replay's id and the events to send."""
+    """Mark the route's runs to run again and schedule their events ``rate`` per second; the
+    replay's id and the events."""
     asked = NewReplay(
         "route",
         user,
@@ -136,30 +207,4 @@ def start_route(
         since=selection.since,
         until=selection.until,
     )
-    return replays.mark_route_replay(asked, chosen.events, only_failed)
-
-
-def send_paced(
-    keys: list[uuidlib.UUID],
-    outbox: Outbox[str],
-    rate: float,
-    show: Callable[[int, int], None] | None = None,
-    stop: threading.Event | None = None,
-) -> int:
-    """Publish events to the events' outbox at ``rate`` per second; how many were sent.
-
-    Events left unsent (this process stopped) are ``202 Accepted`` in the database: the
-    workers' sweep sends them after ``REQUEUE_AFTER``, unpaced.
-    """
-    stop = stop or threading.Event()
-    started, sent = time.monotonic(), 0
-    while sent < len(keys):
-        due = min(len(keys), int((time.monotonic() - started) * rate) + 1)
-        if due > sent:
-            outbox.send([str(k) for k in keys[sent:due]])  # what the broker refused: swept later
-            sent = due
-            if show is not None:
-                show(sent, len(keys))
-        if sent < len(keys) and stop.wait(TICK):
-            break
-    return sent
+    return replays.create_route_replay(asked, chosen.events, only_failed)

@@ -28,6 +28,8 @@ from pacifica.dispatcher.service.supervisor import Supervisor
 from pacifica.dispatcher.service.web import (
     EventMatch,
     MountableReceiver,
+    Replays,
+    RouteReplays,
     Verify,
     create_app,
     operator_mounts,
@@ -89,6 +91,8 @@ class Service:
         registry = any(isinstance(r, SubscriptionRoute) for r in self.router.routes)
         builtin: dict[str, object] = {"eventmatch": EventMatch(self.settings)} if registry else {}
         names = [r.name for r in self.router.routes]
+        builtin["routes"] = RouteReplays(self.settings, names)
+        builtin["replays"] = Replays(self.settings)
         broker = broker_check(self.celery)
         builtin.update(operator_mounts(self.settings, names, self.deliveries.send, broker))
         intake = Intake(self.events.send)

@@ -2,8 +2,11 @@
 
 Every ``WORKER_HEARTBEAT`` seconds: say this worker is alive, take back
 what workers silent for ``WORKER_DEAD_AFTER`` held (their events are sent
-again at once), and checkpoint SQLite's log off the events' path. Every ``REQUEUE_INTERVAL``: sweep both outboxes for what the
-broker lost or was never sent. Every hour, when ``RETENTION_DAYS`` is set:
+again at once), and checkpoint SQLite's log off the events' path. Every
+``REQUEUE_INTERVAL``: sweep both outboxes for what the broker lost or was
+never sent. While a replay is going (looked for with each heartbeat):
+publish its messages as they fall due, every ``replay.TICK`` seconds, so a
+replay keeps its rate whoever publishes it. Every hour, when ``RETENTION_DAYS`` is set:
 purge final events older than that, with their records. A chore that fails
 (the database or broker away) is logged and tried again on the next tick.
 """
@@ -22,12 +25,13 @@ from datetime import timedelta
 
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.errors import StorageUnavailableError
+from pacifica.dispatcher.history import replay
 from pacifica.dispatcher.service.outbox import Outbox
 from pacifica.dispatcher.storage import (
     available,
     checkpoint,
-    deliveries,
     events,
+    pacing,
     utcnow,
     workers,
 )
@@ -53,12 +57,21 @@ class Housekeeper:
     stop: threading.Event = field(default_factory=threading.Event)
     _next_sweep: float = 0.0
     _next_purge: float = 0.0
+    _replaying: bool = False
 
     def run(self) -> None:
-        """Do the chores every ``WORKER_HEARTBEAT`` seconds until stopped, then sign off."""
+        """Do the chores every ``WORKER_HEARTBEAT`` seconds until stopped, then sign off;
+        while replays are going, publish what falls due every ``replay.TICK`` seconds."""
+        next_tick = 0.0
         while not self.stop.is_set():
-            self.tick(time.monotonic())
-            self.stop.wait(self.settings.heartbeat_interval)
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + self.settings.heartbeat_interval
+                self.tick(now)
+            if self._replaying:
+                self.pace()
+            wait = replay.TICK if self._replaying else next_tick - time.monotonic()
+            self.stop.wait(max(0.0, wait))
         with contextlib.suppress(Exception), available():  # a dead database: it times out anyway
             workers.forget(self.name)
 
@@ -72,6 +85,7 @@ class Housekeeper:
                 if released:
                     log.warning("took back %d event(s) held by a dead worker", len(released))
                     self.events.send(released)
+                self._replaying = bool(pacing.active())
                 if now >= self._next_sweep:
                     self._next_sweep = now + self.settings.requeue_interval
                     self.events.sweep(self.settings.requeue_after)
@@ -91,10 +105,20 @@ class Housekeeper:
                 "worker housekeeping failed; trying again in %g s", self.settings.heartbeat_interval
             )
 
+    def pace(self) -> None:
+        """Publish the replays' messages that are due (a failure is logged: the next try is
+        a tick away)."""
+        try:
+            with available():
+                self._replaying = replay.publish_all_due(
+                    replay.Publishers(self.events, self.deliveries)
+                )
+        except Exception:  # the housekeeper must outlive a database or broker outage
+            log.exception("publishing replays failed; trying again in %g s", replay.TICK)
+
     def purge(self, days: float) -> int:
         """Delete final events older than ``days`` days, with their route runs and deliveries."""
         purged = events.purge(utcnow() - timedelta(days=days), final_only=True)
-        deliveries.purge_orphans()
         if purged:
             log.info("purged %d event(s) older than %g day(s) (RETENTION_DAYS)", purged, days)
         return purged

@@ -12,8 +12,9 @@ import re
 import unicodedata
 import uuid as uuidlib
 from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 from pacifica.dispatcher.errors import (
     AuthenticationRequiredError,
@@ -111,29 +112,62 @@ def parse_task_id(task_id: str | None) -> str:
         raise InvalidTaskIdError(f"task id {task_id!r} is not a UUID") from None
 
 
-def page_arguments(params: Mapping[str, Any]) -> tuple[int, int]:
-    """``limit`` (1..1000, default 100) and ``offset`` (0..10**15) from query parameters.
+class Paging(NamedTuple):
+    """Which page of a listing: at most ``limit`` rows, ``offset`` skipped, after ``after``
+    (a row's (created, task id), from a ``Link: rel=next`` cursor) when given."""
+
+    limit: int
+    offset: int
+    after: tuple[datetime, uuidlib.UUID] | None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_CURSOR = re.compile(r"([0-9]{1,17})\.([0-9a-f]{32})")
+
+
+def page_cursor(created: datetime, task_id: uuidlib.UUID) -> str:
+    """The ``after`` cursor of the row (created, task id): the next page starts below it."""
+    return f"{(created - _EPOCH) // timedelta(microseconds=1)}.{task_id.hex}"
+
+
+def page_arguments(params: Mapping[str, Any]) -> Paging:
+    """``limit`` (1..1000, default 100), ``offset`` (0..10**15) and ``after`` (a cursor from
+    ``page_cursor``) from query parameters.
 
     Strict: ASCII digits only, each parameter at most once, no other parameter.
 
     Raises:
-        InvalidRequestError: a parameter is not such an integer, repeated or unknown
-            (the message names it).
+        InvalidRequestError: a parameter is not such an integer or cursor, repeated or
+            unknown (the message names it).
     """
-    unknown = sorted(set(params) - {"limit", "offset"})
+    unknown = sorted(set(params) - {"limit", "offset", "after"})
     if unknown:
         raise InvalidRequestError(
-            f"unknown query parameter {unknown[0][:100]!r}; use limit, offset"
+            f"unknown query parameter {unknown[0][:100]!r}; use limit, offset, after"
         )
     values = {}
     for name, default, low, high in (("limit", 100, 1, MAX_PAGE), ("offset", 0, 0, MAX_OFFSET)):
-        text = params.get(name, str(default))
-        if not isinstance(text, str):
-            raise InvalidRequestError(f"{name} must be given once")
+        text = _once(params, name, str(default))
         if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
             raise InvalidRequestError(f"{name} must be an integer {low}..{high}, got {text[:40]!r}")
         values[name] = int(text)
-    return values["limit"], values["offset"]
+    after = None
+    if "after" in params:
+        found = _CURSOR.fullmatch(_once(params, "after", ""))
+        if found is None or int(found[1]) > MAX_CURSOR:
+            raise InvalidRequestError("after must be the cursor of a Link: rel=next header")
+        after = (_EPOCH + timedelta(microseconds=int(found[1])), uuidlib.UUID(found[2]))
+    return Paging(values["limit"], values["offset"], after)
+
+
+MAX_CURSOR = (datetime(9999, 1, 1, tzinfo=timezone.utc) - _EPOCH) // timedelta(microseconds=1)
+
+
+def _once(params: Mapping[str, Any], name: str, default: str) -> str:
+    text = params.get(name, default)
+    if not isinstance(text, str):
+        raise InvalidRequestError(f"{name} must be given once")
+    return text
 
 
 def status_line(code: int) -> str:

@@ -204,6 +204,33 @@ SCHEMAS: dict[str, Any] = {
             "seconds": {"type": "number"},
         },
     },
+    "RouteReplay": {
+        "type": "object",
+        "required": ["replay", "route", "only_failed", "events", "rate", "dry_run"],
+        "properties": {
+            "replay": {"type": ["integer", "null"]},
+            "route": {"type": "string"},
+            "only_failed": {"type": "boolean"},
+            "events": {"type": "integer"},
+            "jsonpath": {"type": ["string", "null"]},
+            "rate": {"type": "number"},
+            "dry_run": {"type": "boolean"},
+            "seconds": {"type": "number"},
+        },
+    },
+    "ReplayProgress": {
+        "type": "object",
+        "required": ["replay", "kind", "total", "done", "failed", "pending", "finished"],
+        "properties": {
+            "replay": {"type": "integer"},
+            "kind": {"type": "string", "enum": ["subscription", "route"]},
+            "total": {"type": "integer"},
+            "done": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "pending": {"type": "integer"},
+            "finished": {"type": "boolean"},
+        },
+    },
     "Lineage": {
         "type": "object",
         "required": ["transaction", "produced_by", "produced"],
@@ -260,7 +287,7 @@ def _paths() -> dict[str, Any]:
         "/": {
             "get": {
                 "summary": "Recent tasks, newest first",
-                "parameters": [_query("limit"), _query("offset")],
+                "parameters": [_query("limit"), _query("offset"), _query("after")],
                 "responses": {
                     "200": _json(
                         {"type": "array", "items": _ref("TaskSummary")}, "a page of tasks"
@@ -335,6 +362,28 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("Replay"), "how many go, and the replay"),
                     **_errors(400, 401, 404),
+                },
+            }
+        },
+        "/routes/{route}/replay": {
+            "post": {
+                "summary": "Run one route again on stored events (its failed runs, or all): "
+                "ADMIN_USERS only",
+                "parameters": [_user_header(), _task_id("route")],
+                "requestBody": {"content": {JSON: {"schema": {"type": "object"}}}},
+                "responses": {
+                    "200": _json(_ref("RouteReplay"), "how many runs go, and the replay"),
+                    **_errors(400, 401, 403, 404),
+                },
+            }
+        },
+        "/replays/{id}": {
+            "get": {
+                "summary": "How far a replay got (for whoever asked for it, or an admin)",
+                "parameters": [_user_header(), _task_id("id")],
+                "responses": {
+                    "200": _json(_ref("ReplayProgress"), "the replay's counts"),
+                    **_errors(401, 404),
                 },
             }
         },

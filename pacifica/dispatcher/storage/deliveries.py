@@ -22,6 +22,7 @@ from pacifica.dispatcher.storage.schema import (
     DeliveryAttempt,
     EventRecord,
     HostSlot,
+    Replay,
     Subscription,
 )
 from pacifica.dispatcher.storage.statements import SWEEP_BATCH, chunks, claim_unsent
@@ -265,6 +266,12 @@ def claim_overdue(grace: float, limit: int = SWEEP_BATCH) -> list[int]:
             & (Delivery.next_attempt <= cutoff)
             & (Delivery.lease_until.is_null() | (Delivery.lease_until < now))
             & (Delivery.enqueued.is_null() | (Delivery.enqueued < cutoff))
+            # a going replay's unsent deliveries are paced (storage.pacing), not swept at once
+            & ~(
+                Delivery.enqueued.is_null()
+                & (Delivery.replay != 0)
+                & Delivery.replay.in_(Replay.select(Replay.id).where(Replay.released.is_null()))
+            )
         )
         .order_by(Delivery.next_attempt)
         .limit(limit)
@@ -308,16 +315,13 @@ def make_pending(delivery_ids: Sequence[int]) -> None:
         ).where(Delivery.id.in_(chunk)).execute()
 
 
-def purge_orphans() -> int:
-    """Delete deliveries (and their attempts) whose event was purged; return how many."""
-    live = EventRecord.select(EventRecord.uuid)
-    orphans = [row.id for row in Delivery.select(Delivery.id).where(Delivery.event.not_in(live))]
-    deleted = 0
-    for chunk in chunks(orphans):
-        with write_transaction():
-            DeliveryAttempt.delete().where(DeliveryAttempt.delivery.in_(chunk)).execute()
-            deleted += Delivery.delete().where(Delivery.id.in_(chunk)).execute()
-    return int(deleted)
+def delete_deliveries_of(events: Sequence[uuidlib.UUID]) -> int:
+    """Delete the deliveries of these events and their logged requests (inside the caller's
+    transaction, with the events); return how many deliveries went."""
+    keys = list(events)
+    of_events = Delivery.select(Delivery.id).where(Delivery.event.in_(keys))
+    DeliveryAttempt.delete().where(DeliveryAttempt.delivery.in_(of_events)).execute()
+    return int(Delivery.delete().where(Delivery.event.in_(keys)).execute())
 
 
 def deliveries_of(event: uuidlib.UUID) -> list[DeliveryRow]:

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, cast
 import peewee
 
 from pacifica.dispatcher.storage.database import supports_returning, write_transaction
+from pacifica.dispatcher.storage.deliveries import delete_deliveries_of
 from pacifica.dispatcher.storage.schema import EventRecord, RouteRun, database_proxy
 from pacifica.dispatcher.storage.statements import (
     SWEEP_BATCH,
@@ -399,11 +400,13 @@ def reset_for_retry(keys: Sequence[uuidlib.UUID]) -> None:
 
 
 def delete_events(keys: Sequence[uuidlib.UUID]) -> int:
-    """Delete events and their route runs, in chunks; return how many events went."""
+    """Delete events with their route runs, deliveries and the deliveries' logged requests,
+    a chunk a transaction; return how many events went."""
     deleted = 0
     for chunk in chunks(keys):
         with write_transaction():
             RouteRun.delete().where(RouteRun.event.in_(chunk)).execute()
+            delete_deliveries_of(chunk)
             deleted += EventRecord.delete().where(EventRecord.uuid.in_(chunk)).execute()
     return int(deleted)
 
@@ -414,23 +417,38 @@ def purge(
     progress: Callable[[int, int], None] | None = None,
     final_only: bool = False,
 ) -> int:
-    """Delete events created before ``older_than`` (and their route runs); return how many.
+    """Delete events created before ``older_than``, oldest first, with everything recorded
+    about them (``delete_events``); return how many.
 
-    ``final_only`` keeps events still waiting or running. ``progress(done,
-    total)`` is called after each chunk.
+    One chunk at a time: each chunk's ids are read from the ``created`` index
+    where the last one ended, then deleted in their own transaction, so memory
+    holds one chunk and the receiver and workers wait for one chunk's commit at
+    most, however many events go. ``final_only`` keeps events still waiting or
+    running. ``progress(done, total)`` is called after each chunk (counting the
+    total costs one index scan, so only then).
     """
-    query = EventRecord.select(EventRecord.uuid).where(EventRecord.created < older_than)
+    query = EventRecord.select(EventRecord.uuid, EventRecord.created).where(
+        EventRecord.created < older_than
+    )
     if final_only:
         query = query.where(EventRecord.status.in_([int(s) for s in EventStatus if s.final]))
-    if limit is not None:
-        query = query.order_by(EventRecord.created).limit(limit)
-    ids = [row.uuid for row in query]
-    deleted = done = 0
-    for chunk in chunks(ids):
-        deleted += delete_events(chunk)
-        done += len(chunk)
+    total = 0
+    if progress is not None:
+        total = query.count() if limit is None else min(limit, query.limit(limit).count())
+    deleted, start = 0, None
+    while limit is None or deleted < limit:
+        size = SWEEP_BATCH if limit is None else min(SWEEP_BATCH, limit - deleted)
+        page = query if start is None else query.where(EventRecord.created >= start)
+        rows = cast(
+            list[tuple[Any, datetime]],
+            list(page.order_by(EventRecord.created).limit(size).tuples()),
+        )
+        if not rows:
+            break
+        deleted += delete_events([key for key, _ in rows])
+        start = rows[-1][1]
         if progress is not None:
-            progress(done, len(ids))
+            progress(deleted, max(total, deleted))
     return deleted
 
 
@@ -439,13 +457,22 @@ def recent(
     offset: int = 0,
     since: datetime | None = None,
     until: datetime | None = None,
+    after: tuple[datetime, uuidlib.UUID] | None = None,
 ) -> list[StoredEvent]:
-    """The most recent live events, newest first."""
+    """The most recent live events, newest first; ``after`` (created, task id): only those
+    listed after that row (a page's cursor: an index range, not an ``offset`` scan)."""
     query = EventRecord.select().where(EventRecord.deleted.is_null())
     if since is not None:
         query = query.where(EventRecord.created >= since)
     if until is not None:
         query = query.where(EventRecord.created < until)
+    if after is not None:
+        created, key = after
+        # created <= c first: the range the created index serves; the OR breaks the ties.
+        query = query.where(
+            (EventRecord.created <= created)
+            & ((EventRecord.created < created) | (EventRecord.uuid < key))
+        )
     ordered = query.order_by(EventRecord.created.desc(), EventRecord.uuid.desc())
     return [StoredEvent.from_record(r) for r in ordered.limit(limit).offset(offset)]
 

@@ -15,6 +15,7 @@ from pacifica.dispatcher.storage.schema import (
     HostSlot,
     Lineage,
     Replay,
+    ReplayRun,
     RouteRun,
     SchemaInfo,
     ServerSecret,
@@ -142,6 +143,47 @@ def _add_replays_and_lineage(database: peewee.Database) -> None:
     # A new database has peewee's name for it; an upgraded one, the migrator's.
     if not indexes & {f"{p}delivery_event_id_subscription_id_replay" for p in ("", "dispatcher_")}:
         migrate(migrator.add_index(table, ("event_id", "subscription_id", "replay"), True))
+
+
+# Indexes no query needs, each one more B-tree write whenever an event is stored or changes
+# status: on a table of a million events those writes are what grows (BENCHMARKS.md).
+UNUSED_INDEXES = (
+    (EventRecord, "eventrecord_status"),  # (status, created) of migration 8 serves status
+    (EventRecord, "eventrecord_updated"),  # nothing selects or orders events by updated
+    (RouteRun, "routerun_event_id"),  # the unique (event, route) index serves event
+)
+
+
+@migration(10, "drop the event indexes no query uses (faster writes on large tables)")
+def _drop_unused_indexes(database: peewee.Database) -> None:
+    migrator = SchemaMigrator.from_database(database)
+    for model, name in UNUSED_INDEXES:
+        table = model._meta.table_name
+        if name in {i.name for i in database.get_indexes(table)}:
+            migrate(migrator.drop_index(table, name))
+
+
+@migration(11, "route replays' schedule; replays' pacing after a publisher stopped")
+def _add_replay_schedule(database: peewee.Database) -> None:
+    database.create_tables([ReplayRun])
+    table = Replay._meta.table_name
+    have = {c.name for c in database.get_columns(table)}
+    migrator = SchemaMigrator.from_database(database)
+    for name in ("paced", "lag", "released"):  # a new database has them from migration 9
+        if name not in have:  # (with the index of ``released``)
+            migrate(migrator.add_column(table, name, Replay._meta.fields[name]))
+    deliveries = Delivery._meta.table_name
+    if REPLAY_SCHEDULE not in {i.name for i in database.get_indexes(deliveries)}:
+        index = Delivery.index(
+            Delivery.replay, Delivery.enqueued, Delivery.next_attempt, name=REPLAY_SCHEDULE
+        )
+        if isinstance(database, (peewee.SqliteDatabase, peewee.PostgresqlDatabase)):
+            index = index.where(REPLAYED)  # partial: ordinary deliveries pay nothing
+        database.execute(index.safe(False))
+
+
+REPLAY_SCHEDULE = "delivery_replay_schedule"  # a replay's deliveries left to publish, in order
+REPLAYED = peewee.SQL('"replay" <> 0')  # its condition, a literal (queries repeat it verbatim)
 
 
 def code_schema_version() -> int:

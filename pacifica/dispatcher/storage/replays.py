@@ -1,11 +1,13 @@
-"""Replay queries: a replay and its scheduled deliveries, what is due, and how far it got.
+"""Replay queries: a replay and its schedule, and how far it got.
 
 A replay to a subscription is one ``Replay`` row and one ``Delivery`` row per
 selected event, carrying the replay's id (one delivery per event, subscription
-and replay). Each delivery's ``next_attempt`` is its place in the schedule
-(``rate`` per second), so the database holds the throttle: whoever publishes
-(the command line's pump, or any worker's outbox sweep once a row is overdue)
-sends a delivery only when it is due, and a crashed publisher loses nothing.
+and replay); each delivery's ``next_attempt`` is its place in the schedule
+(``rate`` per second). A route replay is one ``Replay`` row, its route's runs
+marked ``REPLAY``, and one ``ReplayRun`` row per event with its ``due`` time.
+So the database holds the throttle: whoever publishes (the command line's
+pump, or any worker's housekeeping, see ``storage.pacing``) sends a message
+only when it is due, and a crashed publisher loses nothing.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ import peewee
 from pacifica.dispatcher.storage.database import write_transaction
 from pacifica.dispatcher.storage.schema import (
     Delivery,
-    EventRecord,
     Replay,
+    ReplayRun,
     RouteRun,
     Subscription,
 )
-from pacifica.dispatcher.storage.statements import chunks, claim_unsent
+from pacifica.dispatcher.storage.statements import chunks
 from pacifica.dispatcher.storage.subscriptions import SubscriptionRow
-from pacifica.dispatcher.storage.values import DeliveryStatus, EventStatus, RunStatus, utcnow
+from pacifica.dispatcher.storage.values import DeliveryStatus, RunStatus, utcnow
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,9 @@ class ReplayProgress:
     total: int
     delivered: int
     pending: int
-    failed: int  # final without success: rejected, failed, dead or cancelled
+    failed: int  # final without success: rejected, failed, dead or cancelled (route: failed)
+    kind: str = "subscription"  # or "route": delivered counts runs that succeeded
+    user: str = "cli"  # who asked for it
 
     @property
     def done(self) -> bool:
@@ -68,52 +72,71 @@ def create_delivery_replay(
     begin = start or utcnow()
     step = timedelta(seconds=1.0 / replay.rate)
     with write_transaction():
-        key = _insert(replay, len(events))
-        rows = [
-            {
-                "event": event,
-                "subscription": replay.subscription,
-                "replay": key,
-                "next_attempt": begin + n * step,
-                "budget_start": begin + n * step,
-            }
-            for n, event in enumerate(events)
-        ]
-        for chunk in chunks(rows, 200):
-            Delivery.insert_many(chunk).on_conflict_ignore().execute()
+        key = _insert(replay, len(events), begin)
+        for first in range(0, len(events), 200):  # a chunk at a time: a big replay stays small
+            rows = [
+                {
+                    "event": event,
+                    "subscription": replay.subscription,
+                    "replay": key,
+                    "next_attempt": begin + n * step,
+                    "budget_start": begin + n * step,
+                }
+                for n, event in enumerate(events[first : first + 200], first)
+            ]
+            Delivery.insert_many(rows).on_conflict_ignore().execute()
     return key
 
 
-def claim_due(replay: int, limit: int = 500) -> list[int]:
-    """Claim the replay's deliveries that are due and were never sent (for publishing now)."""
-    now = utcnow()
-    query = (
-        Delivery.select(Delivery.id, Delivery.enqueued)
-        .where(
-            (Delivery.replay == replay)
-            & (Delivery.status == int(DeliveryStatus.PENDING))
-            & Delivery.enqueued.is_null()
-            & (Delivery.next_attempt <= now)
+def progress(replay: int) -> ReplayProgress | None:
+    """How many of the replay's deliveries (or route runs) succeeded, wait, or ended otherwise;
+    None when there is no such replay."""
+    row = Replay.get_or_none(Replay.id == replay)
+    if row is None:
+        return None
+    if row.kind == "route":
+        counts, waiting = _route_counts(replay, str(row.route))
+    else:
+        query = (
+            Delivery.select(Delivery.status, peewee.fn.COUNT(Delivery.id))
+            .where(Delivery.replay == replay)
+            .group_by(Delivery.status)
         )
-        .order_by(Delivery.next_attempt)
-        .limit(limit)
+        rows = cast(list[tuple[int, int]], list(query.tuples()))
+        counts = {DeliveryStatus(status): count for status, count in rows}
+        waiting = 0
+    total = sum(counts.values()) + waiting
+    delivered = counts.get(DeliveryStatus.DELIVERED, 0)
+    pending = counts.get(DeliveryStatus.PENDING, 0) + waiting
+    return ReplayProgress(
+        replay, total, delivered, pending, total - delivered - pending, row.kind, row.user
     )
-    return claim_unsent(Delivery, "id", [(r.id, r.enqueued) for r in query], now)
 
 
-def progress(replay: int) -> ReplayProgress:
-    """How many of the replay's deliveries succeeded, wait, or ended otherwise."""
+def _route_counts(replay: int, route: str) -> tuple[dict[DeliveryStatus, int], int]:
+    """A route replay's published runs by outcome (in deliveries' terms: succeeded is
+    delivered, still to run is pending), and how many are not published yet."""
     query = (
-        Delivery.select(Delivery.status, peewee.fn.COUNT(Delivery.id))
-        .where(Delivery.replay == replay)
-        .group_by(Delivery.status)
+        ReplayRun.select(RouteRun.status, peewee.fn.COUNT(ReplayRun.id))
+        .join(RouteRun, on=(RouteRun.event == ReplayRun.event) & (RouteRun.route == route))
+        .where((ReplayRun.replay == replay) & ReplayRun.enqueued.is_null(False))
+        .group_by(RouteRun.status)
     )
     rows = cast(list[tuple[int, int]], list(query.tuples()))
-    counts = {DeliveryStatus(status): count for status, count in rows}
-    total = sum(counts.values())
-    delivered = counts.get(DeliveryStatus.DELIVERED, 0)
-    pending = counts.get(DeliveryStatus.PENDING, 0)
-    return ReplayProgress(replay, total, delivered, pending, total - delivered - pending)
+    outcome = {
+        RunStatus.SUCCEEDED: DeliveryStatus.DELIVERED,
+        RunStatus.FAILED: DeliveryStatus.FAILED,
+    }
+    counts: dict[DeliveryStatus, int] = {}
+    for status, count in rows:
+        kind = outcome.get(RunStatus(status), DeliveryStatus.PENDING)
+        counts[kind] = counts.get(kind, 0) + count
+    waiting = (
+        ReplayRun.select()
+        .where((ReplayRun.replay == replay) & ReplayRun.enqueued.is_null())
+        .count()
+    )
+    return counts, waiting
 
 
 def subscription_by_id(key: uuidlib.UUID) -> SubscriptionRow | None:
@@ -122,26 +145,35 @@ def subscription_by_id(key: uuidlib.UUID) -> SubscriptionRow | None:
     return None if record is None else SubscriptionRow.from_record(record)
 
 
-def mark_route_replay(
-    replay: NewReplay, candidates: Sequence[uuidlib.UUID], only_failed: bool
+def create_route_replay(
+    replay: NewReplay,
+    candidates: Sequence[uuidlib.UUID],
+    only_failed: bool,
+    start: datetime | None = None,
 ) -> tuple[int, list[uuidlib.UUID]]:
-    """Mark the route's runs among ``candidates`` (its failed runs, or all) to run again and put
-    their events back to ``202 Accepted``; the replay's id and the events, oldest first.
+    """Mark the route's runs among ``candidates`` (its failed runs, or all) to run again and
+    schedule their events, one every ``1/rate`` seconds from ``start``; the replay's id and
+    the events, oldest first.
 
-    The next processing of such an event runs only the marked routes (``dispatch``).
+    The events stay as they are until a publisher claims them when due (``storage.pacing``);
+    the next processing of such an event runs only the marked routes (``dispatch``).
     """
+    begin = start or utcnow()
+    step = timedelta(seconds=1.0 / replay.rate)
     with write_transaction():
         found = with_route_runs(str(replay.route), candidates, only_failed)
         chosen = [key for key in candidates if key in found]
-        key = _insert(replay, len(chosen))
-        now = utcnow()
-        for chunk in chunks(chosen):
-            RouteRun.update(status=int(RunStatus.REPLAY), updated=now).where(
-                (RouteRun.route == replay.route) & RouteRun.event.in_(list(chunk))
+        key = _insert(replay, len(chosen), begin)
+        for first in range(0, len(chosen), 500):
+            chunk = chosen[first : first + 500]
+            RouteRun.update(status=int(RunStatus.REPLAY), updated=begin).where(
+                (RouteRun.route == replay.route) & RouteRun.event.in_(chunk)
             ).execute()
-            EventRecord.update(
-                status=int(EventStatus.ACCEPTED), enqueued=None, finished=None, updated=now
-            ).where(EventRecord.uuid.in_(list(chunk))).execute()
+            rows = [
+                {"replay": key, "event": event, "due": begin + (first + n) * step}
+                for n, event in enumerate(chunk)
+            ]
+            ReplayRun.insert_many(rows).execute()
     return key, chosen
 
 
@@ -161,8 +193,9 @@ def with_route_runs(
     return found
 
 
-def _insert(replay: NewReplay, total: int) -> int:
-    """Store a replay's row (call inside a transaction); its id."""
+def _insert(replay: NewReplay, total: int, start: datetime) -> int:
+    """Store a replay's row (call inside a transaction), its schedule starting at ``start``;
+    its id."""
     return int(
         Replay.insert(
             kind=replay.kind,
@@ -174,5 +207,6 @@ def _insert(replay: NewReplay, total: int) -> int:
             until=replay.until,
             rate=replay.rate,
             total=total,
+            paced=start,
         ).execute()
     )

@@ -71,13 +71,14 @@ class EventRecord(BaseModel):
     event_time = UTCDateTimeField(null=True)
     content_type = peewee.CharField(max_length=255, null=True)
     document = JSONTextField()
-    status = peewee.IntegerField(default=int(EventStatus.ACCEPTED), index=True)
+    # No index of its own on status or updated (migration 10): (status, created) serves status.
+    status = peewee.IntegerField(default=int(EventStatus.ACCEPTED))
     attempts = peewee.IntegerField(default=0)
     enqueued = UTCDateTimeField(null=True, index=True)
     started = UTCDateTimeField(null=True)
     finished = UTCDateTimeField(null=True)
     created = UTCDateTimeField(default=utcnow, index=True)
-    updated = UTCDateTimeField(default=utcnow, index=True)
+    updated = UTCDateTimeField(default=utcnow)
     deleted = UTCDateTimeField(null=True)
     # The broker message that holds the event while it is '102 Processing'.
     claimed_by = peewee.CharField(max_length=255, null=True)
@@ -100,7 +101,8 @@ class RouteRun(BaseModel):
     """One route run for one event, with the handler's exception if it raised."""
 
     id = peewee.AutoField()
-    event = peewee.ForeignKeyField(EventRecord, backref="runs", on_delete="CASCADE")
+    # Its (event, route) index serves lookups by event (migration 10).
+    event = peewee.ForeignKeyField(EventRecord, backref="runs", on_delete="CASCADE", index=False)
     route = peewee.CharField(max_length=255)
     handler = peewee.CharField(max_length=512)
     status = peewee.IntegerField(default=int(RunStatus.PROCESSING))
@@ -245,9 +247,31 @@ class Replay(BaseModel):
     total = peewee.IntegerField(default=0)
     created = UTCDateTimeField(default=utcnow)
     updated = UTCDateTimeField(default=utcnow)
+    # Pacing (migration 11): the last time a publisher looked for what is due; how many seconds
+    # the schedule was pushed back because no publisher looked (a crash: the rest keeps the
+    # rate instead of going at once); when its last message was published (NULL until then).
+    paced = UTCDateTimeField(null=True)
+    lag = peewee.FloatField(default=0.0)
+    released = UTCDateTimeField(null=True, index=True)
 
     class Meta:
         table_name = "dispatcher_replay"
+
+
+class ReplayRun(BaseModel):
+    """One event a route replay runs its route again on, and when (migration 11): the schedule
+    of a route replay, as deliveries' ``next_attempt`` is for a subscription replay."""
+
+    id = peewee.AutoField()
+    replay = peewee.IntegerField()
+    event = peewee.UUIDField()
+    due = UTCDateTimeField()
+    enqueued = UTCDateTimeField(null=True)  # when it was published (its event sent again)
+
+    class Meta:
+        table_name = "dispatcher_replay_run"
+        # What is left to publish, in schedule order, without walking what was published.
+        indexes = ((("replay", "enqueued", "due"), False), (("replay", "event"), True))
 
 
 class Lineage(BaseModel):

@@ -14,6 +14,12 @@ an event, the index looks up the event's own (key, value) pairs at each step
 sequence and evaluates only the subscriptions filed there, plus the bucket.
 The result is the same set brute-force evaluation gives, because a guard is a
 necessary condition of a match and candidates are then evaluated in full.
+
+Candidates are evaluated by their compiled predicates (``predicate.py``), once
+per distinct JSONPath and event. A path the compiler leaves to jsonpath2
+(``..``, unions, functions) is interpreted within the evaluation budget; a
+compiled one needs none, since its cost is bounded by the path's length times
+the event's size.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from jsonpath2.subscripts.objectindex import ObjectIndexSubscript
 from jsonpath2.subscripts.wildcard import WildcardSubscript
 
 from pacifica.dispatcher.errors import InvalidSubscriptionError, JSONPathBudgetError
+from pacifica.dispatcher.predicate import Predicate, compile_predicate, interpret
 from pacifica.dispatcher.router import path_matches
 from pacifica.dispatcher.storage import subscriptions as stored
 from pacifica.dispatcher.subscriptions.registry import compile_jsonpath
@@ -95,7 +102,7 @@ def evaluate_within(path: Path, document: Any, budget: int | None) -> bool:
     previous = sys.gettrace()
     sys.settrace(count)
     try:
-        return path_matches(path, document)
+        return interpret(path, document)
     except JSONPathBudgetError:
         raise
     except Exception:  # as in ``evaluate``: a function applied to the wrong type
@@ -194,10 +201,21 @@ def nodes_at(document: Any, steps: Steps) -> Iterator[Any]:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A subscription as the index sees it: its key and compiled path."""
+    """A subscription as the index sees it: its key, parsed path and predicate (None: the
+    path is interpreted by jsonpath2, within the budget)."""
 
     key: str
     path: Path
+    predicate: Predicate | None = None
+
+
+def decide(predicate: Predicate, document: Any) -> bool:
+    """A compiled predicate's answer, an error counting as no match (as ``evaluate``)."""
+    try:
+        return predicate(document)
+    except Exception:  # the errors jsonpath2 raises too ([::0] on an array)
+        log.debug("a compiled JSONPath raised on an event; taken as no match", exc_info=True)
+        return False
 
 
 @dataclass
@@ -211,13 +229,24 @@ class MatchIndex:
     size: int = 0
 
     @classmethod
-    def build(cls, entries: Sequence[tuple[str, Path]]) -> MatchIndex:
-        """Index (key, compiled path) pairs, each under its rarest necessary condition."""
+    def build(
+        cls,
+        entries: Sequence[tuple[str, Path]],
+        compiled: Mapping[int, Predicate | None] | None = None,
+    ) -> MatchIndex:
+        """Index (key, parsed path) pairs, each under its rarest necessary condition.
+
+        ``compiled`` holds predicates already compiled, by ``id`` of the entries' paths;
+        the others are compiled here, once per path object.
+        """
         index = cls()
         found = [(key, path, guards(path)) for key, path in entries]
         frequency = Counter(g for _, _, alts in found for alt in set(alts) for g in alt)
+        predicates = dict(compiled or {})  # by id(path): equal texts share one Path
         for key, path, alternatives in found:
-            candidate = Candidate(key, path)
+            if id(path) not in predicates:
+                predicates[id(path)] = compile_predicate(path)
+            candidate = Candidate(key, path, predicates[id(path)])
             if not alternatives:
                 index.always.append(candidate)
                 continue
@@ -249,7 +278,16 @@ class MatchIndex:
         its key is added to ``over``.
         """
         found = []
+        answers: dict[int, bool] = {}  # by id(predicate): each distinct path once per event
         for candidate in self.candidates(document):
+            predicate = candidate.predicate
+            if predicate is not None:
+                answer = answers.get(id(predicate))
+                if answer is None:
+                    answer = answers[id(predicate)] = decide(predicate, document)
+                if answer:
+                    found.append(candidate.key)
+                continue
             try:
                 if evaluate_within(candidate.path, document, budget):
                     found.append(candidate.key)
@@ -260,8 +298,15 @@ class MatchIndex:
 
 
 def brute_force(entries: Iterable[tuple[str, Path]], document: Any) -> list[str]:
-    """Evaluate every path: the reference answer the index must reproduce."""
-    return sorted(key for key, path in entries if evaluate(path, document))
+    """Every path interpreted by jsonpath2: the reference answer the index must reproduce."""
+    return sorted(key for key, path in entries if _interpreted(path, document))
+
+
+def _interpreted(path: Path, document: Any) -> bool:
+    try:
+        return interpret(path, document)
+    except Exception:  # as ``evaluate``
+        return False
 
 
 @dataclass
@@ -275,7 +320,7 @@ class Matcher:
     budget: int | None = DEFAULT_BUDGET
     revision: int | None = None
     index: MatchIndex = field(default_factory=MatchIndex)
-    compiled: dict[str, Path] = field(default_factory=dict)
+    compiled: dict[str, tuple[Path, Predicate | None]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def refresh(self) -> None:
@@ -283,19 +328,22 @@ class Matcher:
         revision = stored.revision()
         if revision == self.revision:
             return
-        entries, compiled = [], {}
+        entries: list[tuple[str, Path]] = []
+        compiled: dict[str, tuple[Path, Predicate | None]] = {}
         for key, text in stored.active_paths():
-            path = self.compiled.get(text)
-            if path is None:
+            known = compiled.get(text) or self.compiled.get(text)
+            if known is None:
                 try:
                     path = compile_jsonpath(text)
                 except InvalidSubscriptionError:  # stored before validation got stricter
                     log.warning("subscription %s has an invalid JSONPath; it matches nothing", key)
                     continue
-            compiled[text] = path
-            entries.append((key, path))
+                known = (path, compile_predicate(path))
+            compiled[text] = known
+            entries.append((key, known[0]))
+        index = MatchIndex.build(entries, {id(path): test for path, test in compiled.values()})
         with self.lock:
-            self.index, self.compiled, self.revision = MatchIndex.build(entries), compiled, revision
+            self.index, self.compiled, self.revision = index, compiled, revision
 
     def match(self, document: Any) -> list[str]:
         """The ids of the active subscriptions whose JSONPath matches ``document``.

@@ -201,7 +201,6 @@ def _event_command(args: argparse.Namespace, settings: Settings) -> int:
         else:
             older = _date(args.older_than_date, args.date_format, now - timedelta(days=1))
             events.purge(older, args.limit)
-        deliveries.purge_orphans()
         return 0
     from pacifica.dispatcher import cli
 

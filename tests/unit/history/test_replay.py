@@ -15,9 +15,9 @@ import pytest
 from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.history import replay
 from pacifica.dispatcher.history.dryrun import Selection
-from pacifica.dispatcher.service.outbox import delivery_outbox
+from pacifica.dispatcher.service.outbox import delivery_outbox, event_outbox
 from pacifica.dispatcher.service.web import EventMatch, create_app
-from pacifica.dispatcher.storage import deliveries, replays
+from pacifica.dispatcher.storage import deliveries, pacing, replays
 from pacifica.dispatcher.storage.schema import Delivery
 from pacifica.dispatcher.storage.subscriptions import insert_subscription
 from pacifica.dispatcher.storage.values import DeliveryStatus, utcnow
@@ -48,13 +48,15 @@ def test_replay_schedules_at_the_rate_and_marks_deliveries_as_replays(
     chosen = replay.plan(subscription, selection, None)
     key = replay.start(subscription, selection, chosen, "alice", rate=4.0)
     rows = list(Delivery.select().where(Delivery.replay == key).order_by(Delivery.next_attempt))
-    assert [r.event_id for r in rows]  # type: ignore[attr-defined]  # peewee's FK id == chosen.events  # the original delivery is a second row
+    # the original delivery is a second row, outside the replay
+    assert [r.event_id for r in rows] == chosen.events  # type: ignore[attr-defined]  # FK id
     gaps = {
         round((b.next_attempt - a.next_attempt).total_seconds(), 3)
         for a, b in itertools.pairwise(rows)
     }
     assert gaps == {0.25}
     progress = replays.progress(key)
+    assert progress is not None
     assert (progress.total, progress.pending, progress.done) == (10, 10, False)
     job = deliveries.claim(rows[0].id, 30, utcnow())
     assert job is not None
@@ -80,12 +82,18 @@ def test_pump_publishes_only_what_is_due_and_each_once(
         Delivery.update(status=int(DeliveryStatus.DELIVERED)).where(Delivery.id.in_(ids)).execute()
         return ids
 
-    final = replay.pump(key, delivery_outbox(publish), stop=stop)
+    final = replay.pump(
+        key, replay.Publishers(event_outbox(nothing, 60), delivery_outbox(publish)), stop=stop
+    )
     assert final.done
     assert final.delivered == 10
     assert sorted(published) == sorted(set(published))
     assert len(published) == 10
-    assert replays.claim_due(key) == []
+    assert pacing.active() == []  # nothing left to publish: the workers stop looking
+
+
+def nothing(keys: list[str], delay: float) -> list[str]:
+    raise AssertionError("a subscription replay publishes no event")
 
 
 @pytest.fixture
@@ -110,7 +118,9 @@ def test_http_replay_dry_run_then_replay_for_the_owner_only(
     assert Delivery.select().count() == 0
     assert post_replay(client, created["uuid"], body, BOB).status == 404
     done = post_replay(client, created["uuid"], {**body, "dry_run": False}, ALICE).json()
-    assert replays.progress(done["replay"]).total == 10
+    progress = replays.progress(done["replay"])
+    assert progress is not None
+    assert progress.total == 10
 
 
 @pytest.mark.parametrize(

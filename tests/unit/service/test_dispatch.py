@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,13 +19,15 @@ from pacifica.dispatcher.storage import (
     EventStatus,
     check_schema,
     code_schema_version,
+    deliveries,
     events,
     open_database,
     schema_version,
     sync_schema,
     utcnow,
 )
-from pacifica.dispatcher.storage.schema import EventRecord, RouteRun
+from pacifica.dispatcher.storage.schema import Delivery, DeliveryAttempt, EventRecord, RouteRun
+from pacifica.dispatcher.storage.subscriptions import insert_subscription
 from pacifica.dispatcher.testing import RecordingEventHandler, event_from_dict
 from tests.conftest import LoadJson
 
@@ -193,6 +196,8 @@ def test_schema_3_adds_the_claimant_to_an_existing_database(tmp_path: Path) -> N
         "7: what a route run reported (a consumer entry point's exit status and output)",
         "8: transaction ids of events; indexes for the operator page and /metrics",
         "9: replays (a delivery belongs to a replay or to none) and lineage",
+        "10: drop the event indexes no query uses (faster writes on large tables)",
+        "11: route replays' schedule; replays' pacing after a publisher stopped",
     ]
     check_schema(database)
     assert "claimed_by" in {c.name for c in database.get_columns("dispatcher_event")}
@@ -212,11 +217,34 @@ def test_schema_4_adds_heartbeats_and_holders_to_an_existing_database(tmp_path: 
         "7: what a route run reported (a consumer entry point's exit status and output)",
         "8: transaction ids of events; indexes for the operator page and /metrics",
         "9: replays (a delivery belongs to a replay or to none) and lineage",
+        "10: drop the event indexes no query uses (faster writes on large tables)",
+        "11: route replays' schedule; replays' pacing after a publisher stopped",
     ]
     check_schema(database)
     for table in ("dispatcher_event", "dispatcher_delivery"):
         assert "holder" in {c.name for c in database.get_columns(table)}
     assert database.table_exists("dispatcher_worker")
+
+
+def test_schema_11_adds_route_replay_schedules_to_a_version_10_database(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    sync_schema(database)
+    database.execute_sql('DROP TABLE "dispatcher_replay_run"')
+    database.execute_sql('DROP INDEX "replay_released"')
+    database.execute_sql('DROP INDEX "delivery_replay_schedule"')
+    for column in ("paced", "lag", "released"):
+        database.execute_sql(f'ALTER TABLE "dispatcher_replay" DROP COLUMN "{column}"')
+    database.execute_sql('UPDATE "dispatcher_schema" SET "version" = 10')
+    assert sync_schema(database) == [
+        "11: route replays' schedule; replays' pacing after a publisher stopped"
+    ]
+    check_schema(database)
+    assert {"paced", "lag", "released"} <= {
+        c.name for c in database.get_columns("dispatcher_replay")
+    }
+    assert database.table_exists("dispatcher_replay_run")
+    indexes = {i.name for i in database.get_indexes("dispatcher_delivery")}
+    assert "delivery_replay_schedule" in indexes  # a replay's unsent deliveries, in order
 
 
 def test_unrouted_event_is_422(sqlite_db: peewee.Database, ingest_event: ReceivedEvent) -> None:
@@ -304,6 +332,31 @@ def test_purge_removes_old_events_and_their_runs(
     assert RouteRun.select().count() == 0
     with pytest.raises(NotFoundError):
         dispatch.get_event(accepted.uuid)
+
+
+def test_purge_goes_chunk_by_chunk_oldest_first_taking_the_deliveries_along(
+    sqlite_db: peewee.Database, load_json: LoadJson, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "SWEEP_BATCH", 2)
+    received = [
+        event_from_dict({**load_json("sop_example_event.json"), "eventID": f"e{i}"})
+        for i in range(5)
+    ]
+    ids = [uuid.UUID(a.uuid) for a in dispatch.accept(received)]
+    for age, key in enumerate(reversed(ids)):  # ids[0] is the oldest
+        EventRecord.update(created=utcnow() - timedelta(hours=age + 1)).where(
+            EventRecord.uuid == key
+        ).execute()
+    hook = insert_subscription("alice", {"name": "h", "jsonpath": "$", "target_url": "http://h/"})
+    for key in ids:
+        [delivery] = deliveries.record_matches(key, [str(hook.uuid)])
+        DeliveryAttempt.create(delivery=delivery, number=1, kind="target", duration=0.1)
+    seen: list[tuple[int, ...]] = []
+    assert events.purge(utcnow(), limit=3, progress=lambda *p: seen.append(p)) == 3
+    assert seen == [(2, 3), (3, 3)]
+    assert {r.uuid for r in EventRecord.select()} == set(ids[3:])
+    assert {d.event_id for d in Delivery.select()} == set(ids[3:])  # type: ignore[attr-defined]
+    assert DeliveryAttempt.select().count() == 2
 
 
 def test_unknown_and_malformed_task_ids(sqlite_db: peewee.Database) -> None:

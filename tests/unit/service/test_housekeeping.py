@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from pacifica.dispatcher.router import Router
 from pacifica.dispatcher.service import dispatch
 from pacifica.dispatcher.service.housekeeping import Housekeeper
 from pacifica.dispatcher.service.outbox import delivery_outbox, event_outbox
-from pacifica.dispatcher.storage import EventStatus, utcnow, workers
+from pacifica.dispatcher.storage import EventStatus, replays, utcnow, workers
+from pacifica.dispatcher.storage.replays import NewReplay
 from pacifica.dispatcher.storage.schema import EventRecord, WorkerBeat
 from pacifica.dispatcher.testing import RecordingEventHandler, event_from_dict
 
@@ -109,6 +111,37 @@ def test_retention_purges_only_final_events(sqlite_db: peewee.Database, tmp_path
 
     assert keeper.purge(1) == 1
     assert [str(r.uuid) for r in EventRecord.select()] == [waiting]
+
+
+def test_a_worker_publishes_a_going_replays_messages_as_they_fall_due(
+    sqlite_db: peewee.Database, tmp_path: Path
+) -> None:
+    settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path)})
+    published: list[str] = []
+
+    def publish(ids: list[str], delay: float) -> list[str]:
+        published.extend(ids)
+        return ids
+
+    keeper = Housekeeper(
+        "me",
+        settings,
+        event_outbox(publish, settings.processing_lease),
+        delivery_outbox(lambda ids, delay: ids),
+        lambda: sqlite_db,
+    )
+    router = Router()
+    router.add_route("$", RecordingEventHandler(error=RuntimeError("no")), name="flaky")
+    keys = [a.uuid for a in dispatch.accept([received("r0"), received("r1")])]
+    dispatch.process_many(keys, router)
+    started = utcnow() - timedelta(seconds=0.5)  # the second falls due in 9.5 s
+    asked = NewReplay("route", "cli", 0.1, route="flaky")
+    replays.create_route_replay(asked, [uuid.UUID(k) for k in keys], True, started)
+
+    keeper.tick(now=0.0)  # the heartbeat sees a replay going
+    keeper.pace()
+    assert published == [keys[0]]
+    assert keeper._replaying  # the second is not due yet: it keeps looking every TICK
 
 
 def test_the_housekeeper_copies_sqlites_log_into_the_database_file(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import peewee
@@ -15,6 +16,8 @@ from pacifica.dispatcher.service import dispatch
 from pacifica.dispatcher.service.intake import Intake
 from pacifica.dispatcher.service.web import create_app
 from pacifica.dispatcher.storage import events
+from pacifica.dispatcher.storage.schema import EventRecord
+from pacifica.dispatcher.storage.values import utcnow
 from tests.conftest import LoadJson, WSGIClient, outbox_of
 
 
@@ -141,6 +144,28 @@ def test_listing_is_paginated_with_a_next_link(client: WSGIClient) -> None:
     assert "Link" not in rest.headers
 
 
+def test_following_the_next_links_lists_every_task_once_newest_first(client: WSGIClient) -> None:
+    ids = [
+        client.post("/receive", {"specversion": "1.0", "id": str(i), "type": "t", "source": "s"})
+        for i in range(7)
+    ]
+    tied = [r.json() for r in ids[2:5]]  # created in one instant: the task id breaks the tie
+    EventRecord.update(created=utcnow() - timedelta(minutes=1)).where(
+        EventRecord.uuid.in_(tied)
+    ).execute()
+    seen, path = [], "/?limit=2"
+    while True:
+        page = client.get(path)
+        seen += [task["taskID"] for task in page.json()]
+        if "Link" not in page.headers:
+            break
+        path = page.headers["Link"].split(">", 1)[0].lstrip("<")
+        assert "after=" in path
+        assert "offset" not in path
+    assert seen == [task["taskID"] for task in client.get("/").json()]
+    assert sorted(seen) == sorted(r.json() for r in ids)
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "headers", "status", "message"),
     [
@@ -166,6 +191,8 @@ def test_listing_is_paginated_with_a_next_link(client: WSGIClient) -> None:
         ("GET", "/nope", b"", {}, 404, "no such path"),
         ("GET", "/?limit=0", b"", {}, 400, "limit"),
         ("GET", "/?offset=-1", b"", {}, 400, "offset"),
+        ("GET", "/?after=1.2", b"", {}, 400, "cursor"),
+        ("GET", f"/?after={10**17}.{'0' * 32}", b"", {}, 400, "cursor"),
     ],
 )
 def test_bad_requests_get_json_errors_without_tracebacks(

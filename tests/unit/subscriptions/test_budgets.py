@@ -109,3 +109,15 @@ def test_a_host_holding_its_limit_defers_further_deliveries_without_counting_an_
     assert (row.attempts, row.lease_until) == (0, None)
     later = now + timedelta(seconds=61)  # the holder's lease ran out: the slot is free again
     assert deliveries.take_host_slot("target.test:80", 998, 1, 60, later)
+
+
+def test_a_compiled_jsonpath_is_not_held_to_the_budget_on_a_large_event(
+    sqlite_db: peewee.Database,
+) -> None:
+    # Its cost is bounded by the path's length times the event's size, so only JSONPaths
+    # jsonpath2 interprets (recursive descent, unions, functions) count steps.
+    simple = registry.create("bob", body(name="simple", jsonpath='$["data"][*][?(@["n"] = 4999)]'))
+    document = {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}
+    large = {**document, "data": [{"n": n} for n in range(5000)]}
+    assert Matcher(budget=10_000).match(large) == [simple["uuid"]]
+    assert registry.get("bob", simple["uuid"]).disabled is None

@@ -14,7 +14,15 @@ metrics, health), ``server`` (building the application, CherryPy's server)
 and ``common`` (JSON bodies and errors, the request's user, the config).
 """
 
-from pacifica.dispatcher.service.web.api import EventMatch, Get, LineageView, Root, Status
+from pacifica.dispatcher.service.web.api import (
+    EventMatch,
+    Get,
+    LineageView,
+    Replays,
+    Root,
+    RouteReplays,
+    Status,
+)
 from pacifica.dispatcher.service.web.common import app_config, json_body
 from pacifica.dispatcher.service.web.operator import operator_mounts
 from pacifica.dispatcher.service.web.receiver import Accept, MountableReceiver, Receiver, Verify
@@ -27,7 +35,9 @@ __all__ = [
     "LineageView",
     "MountableReceiver",
     "Receiver",
+    "Replays",
     "Root",
+    "RouteReplays",
     "Status",
     "Verify",
     "app_config",

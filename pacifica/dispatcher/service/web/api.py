@@ -1,19 +1,25 @@
-"""The status and subscription API: ``GET /``, ``/status``, ``/get``, ``/lineage``, ``/eventmatch``."""
+"""The status and subscription API: ``GET /``, ``/status``, ``/get``, ``/lineage``, ``/eventmatch``,
+``/routes/<name>/replay`` and ``/replays``."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cherrypy
 
 from pacifica.dispatcher.config import Settings
-from pacifica.dispatcher.errors import InvalidSubscriptionError, NotFoundError
+from pacifica.dispatcher.errors import (
+    ForbiddenError,
+    InvalidRequestError,
+    InvalidSubscriptionError,
+    NotFoundError,
+)
 from pacifica.dispatcher.history import api as history_api
 from pacifica.dispatcher.history import dryrun, lineage
 from pacifica.dispatcher.service import dispatch, views
-from pacifica.dispatcher.service.http import page_arguments, parse_task_id
+from pacifica.dispatcher.service.http import page_arguments, page_cursor, parse_task_id
 from pacifica.dispatcher.service.web.common import (
     MISSING,
     json_body,
@@ -33,20 +39,23 @@ class Root:
     exposed = True
 
     def __init__(self, routes: Mapping[str, object]) -> None:
-        self.routes = dict(routes)
+        # Not ``self.routes``: CherryPy looks a path segment up as an attribute first.
+        self._resources = dict(routes)
 
     def _cp_dispatch(self, vpath: list[str]) -> object:
         """The resource for the first path segment (CherryPy's hook for dynamic children)."""
-        return self.routes.get(vpath.pop(0), MISSING)
+        return self._resources.get(vpath.pop(0), MISSING)
 
     def GET(self, *vpath: str, **params: str) -> bytes:
-        """List recent tasks (``?limit=&offset=``); a ``Link: rel=next`` header pages on."""
+        """List recent tasks (``?limit=&offset=``); a ``Link: rel=next`` header pages on by
+        cursor (``?after=``: each page costs the same however deep it is)."""
         no_more(vpath)
-        limit, offset = page_arguments(params)
-        found = stored_events.recent(limit=limit + 1, offset=offset)
+        limit, offset, after = page_arguments(params)
+        found = stored_events.recent(limit=limit + 1, offset=offset, after=after)
         if len(found) > limit:
+            last = found[limit - 1]
             cherrypy.response.headers["Link"] = (
-                f'</?limit={limit}&offset={offset + limit}>; rel="next"'
+                f'</?limit={limit}&after={page_cursor(last.created, last.uuid)}>; rel="next"'
             )
         return json_body([views.summarize(e) for e in found[:limit]])
 
@@ -149,3 +158,53 @@ class EventMatch:
             raise NotFoundError("DELETE needs a subscription id: /eventmatch/<uuid>")
         registry.delete(user, key)
         return b""
+
+
+class RouteReplays:
+    """``POST /routes/<name>/replay``: run a route again on stored events (``ADMIN_USERS``)."""
+
+    exposed = True
+
+    def __init__(self, settings: Settings, routes: Sequence[str]) -> None:
+        # Underscored: CherryPy looks the route's name up as an attribute first.
+        self._settings = settings
+        self._routes = frozenset(routes)
+
+    def POST(self, route: str | None = None, *rest: str) -> bytes:
+        """Answer how many runs would go (``dry_run``) or were scheduled, as a replay.
+
+        Raises:
+            ForbiddenError: the caller is not in ``ADMIN_USERS`` (route results are the
+                operator's).
+            NotFoundError: no such route.
+        """
+        if route is None or rest != ("replay",):
+            raise NotFoundError(f"no such resource: {cherrypy.request.path_info[:200]}")
+        user = request_user(self._settings)
+        if user not in self._settings.admins:
+            raise ForbiddenError("route replays are for ADMIN_USERS")
+        if route not in self._routes:
+            raise NotFoundError(f"no route named {route[:100]!r}")
+        body = read_body(self._settings.max_body_bytes)
+        try:
+            parsed = json.loads(body)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidRequestError(f"body is not valid JSON: {exc}") from exc
+        return json_body(history_api.route_replay_posted(user, route, parsed))
+
+
+class Replays:
+    """``GET /replays/<id>``: a replay's progress, for whoever asked for it or an admin."""
+
+    exposed = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def GET(self, key: str | None = None, *rest: str) -> bytes:
+        """Answer the replay's counts (``history.api.replay_progress``)."""
+        no_more(rest)
+        user = request_user(self.settings)
+        if key is None:
+            raise NotFoundError("GET needs a replay id: /replays/<id>")
+        return json_body(history_api.replay_progress(user, user in self.settings.admins, key))
