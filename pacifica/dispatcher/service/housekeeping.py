@@ -1,11 +1,12 @@
 """The chores every worker runs in a background thread, on a schedule.
 
-Every ``WORKER_HEARTBEAT`` seconds: say this worker is alive, and take back
+Every ``WORKER_HEARTBEAT`` seconds: say this worker is alive, take back
 what workers silent for ``WORKER_DEAD_AFTER`` held (their events are sent
-again at once). Every ``REQUEUE_INTERVAL``: sweep both outboxes for what the
-broker lost or was never sent. While a replay is going (looked for with each
-heartbeat): publish its messages as they fall due, every ``replay.TICK``
-seconds, so a replay keeps its rate whoever publishes it. Every hour, when ``RETENTION_DAYS`` is set:
+again at once), and checkpoint SQLite's log off the events' path. Every
+``REQUEUE_INTERVAL``: sweep both outboxes for what the broker lost or was
+never sent. While a replay is going (looked for with each heartbeat):
+publish its messages as they fall due, every ``replay.TICK`` seconds, so a
+replay keeps its rate whoever publishes it. Every hour, when ``RETENTION_DAYS`` is set:
 purge final events older than that, with their records. A chore that fails
 (the database or broker away) is logged and tried again on the next tick.
 """
@@ -26,7 +27,14 @@ from pacifica.dispatcher.config import Settings
 from pacifica.dispatcher.errors import StorageUnavailableError
 from pacifica.dispatcher.history import replay
 from pacifica.dispatcher.service.outbox import Outbox
-from pacifica.dispatcher.storage import available, events, pacing, utcnow, workers
+from pacifica.dispatcher.storage import (
+    available,
+    checkpoint,
+    events,
+    pacing,
+    utcnow,
+    workers,
+)
 
 log = logging.getLogger(__name__)
 PURGE_EVERY = 3600.0  # seconds between retention purges
@@ -85,6 +93,7 @@ class Housekeeper:
                 if self.settings.retention_days and now >= self._next_purge:
                     self._next_purge = now + PURGE_EVERY
                     self.purge(self.settings.retention_days)
+                checkpoint()
         except StorageUnavailableError as exc:  # expected during an outage: no traceback
             log.warning(
                 "worker housekeeping: %s; trying again in %g s",

@@ -105,6 +105,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "queue": root / "queue",
             "processed": root / "processed",
             "control": root / "control",
+            "wake": root / "wake",
         }
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=True)
@@ -113,6 +114,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "data_folder_out": str(folders["queue"]),
             "processed_folder": str(folders["processed"]),
             "control_folder": str(folders["control"]),
+            "wake_folder": str(folders["wake"]),  # consumers' doorbells: no waiting for a poll
             "polling_interval": 0.1,
         }
     if url.startswith(("redis", "rediss")):

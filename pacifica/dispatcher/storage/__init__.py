@@ -12,6 +12,7 @@ from __future__ import annotations
 from pacifica.dispatcher.storage import deliveries, events, subscriptions, upstream, workers
 from pacifica.dispatcher.storage.database import (
     available,
+    checkpoint,
     connect_patiently,
     drop_connection,
     forget_connection,
@@ -42,6 +43,7 @@ __all__ = [
     "RunStatus",
     "available",
     "check_schema",
+    "checkpoint",
     "code_schema_version",
     "connect_patiently",
     "deliveries",

@@ -157,6 +157,21 @@ def _take_write_lock(database: peewee.SqliteDatabase, stack: contextlib.ExitStac
         database.execute_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
 
 
+def checkpoint() -> None:
+    """Copy SQLite's write-ahead log into the database file now, without waiting for anyone.
+
+    Left to SQLite, the commit that grows the log past 1,000 pages copies it
+    and syncs the file, and the event whose receive, claim or outcome made
+    that commit waits ~20 ms on it (one in a few dozen events at an idle
+    pace). The workers' housekeeping calls this every heartbeat, so idle and
+    lightly loaded services never checkpoint on an event's path; a no-op on
+    other databases.
+    """
+    database = database_proxy.obj
+    if isinstance(database, peewee.SqliteDatabase):
+        database.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
 def forget_connection() -> None:
     """Drop this process's connection state without closing it (a forked child must not share its parent's socket)."""
     if database_proxy.obj is not None:

@@ -89,6 +89,18 @@ def update_in(
     database.execute_sql(sql, params)
 
 
+def columns_of(model: type[peewee.Model]) -> tuple[str, dict[str, str]]:
+    """The model's quoted table name, and each field's quoted column name by field name."""
+    database = _bound(model)
+    columns = {name: _quote(database, f.column_name) for name, f in model._meta.fields.items()}
+    return _quote(database, model._meta.table_name), columns
+
+
+def placeholders(model: type[peewee.Model], count: int) -> str:
+    """``count`` parameter marks of the model's database, comma-separated."""
+    return ", ".join([_bound(model).param] * count)
+
+
 def _bound(model: type[peewee.Model]) -> peewee.Database:
     database = model._meta.database
     if isinstance(database, peewee.DatabaseProxy):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import uuid
 from datetime import timedelta
@@ -140,3 +142,30 @@ def test_a_worker_publishes_a_going_replays_messages_as_they_fall_due(
     keeper.pace()
     assert published == [keys[0]]
     assert keeper._replaying  # the second is not due yet: it keeps looking every TICK
+
+
+def test_the_housekeeper_copies_sqlites_log_into_the_database_file(
+    sqlite_db: peewee.Database, tmp_path: Path
+) -> None:
+    """Checkpoints happen on its tick, not in the commit of whichever event fills the log."""
+    settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path)})
+    keeper = Housekeeper(
+        "me",
+        settings,
+        event_outbox(lambda ids, delay: ids, settings.processing_lease),
+        delivery_outbox(lambda ids, delay: ids),
+        lambda: sqlite_db,
+    )
+    sqlite_db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # the schema, into the file
+    [accepted] = dispatch.accept([received("logged")])
+
+    def in_database_file() -> int:  # the file alone, as it would be without its log
+        uri = f"file:{tmp_path / 'test.sqlite3'}?immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as file_only:
+            query = "SELECT count(*) FROM dispatcher_event WHERE event_id = 'logged'"
+            return int(file_only.execute(query).fetchone()[0])
+
+    assert in_database_file() == 0  # committed, but only in the write-ahead log so far
+    keeper.tick(now=0.0)
+    assert in_database_file() == 1
+    assert dispatch.get_event(accepted.uuid).status is EventStatus.ACCEPTED
