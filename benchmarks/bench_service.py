@@ -606,8 +606,14 @@ def start_redis(procs: Processes, folder: Path, port: int | None = None) -> int:
     return port
 
 
-def start_ours(procs: Processes, folder: Path, uwsgi: bool) -> Running:
-    """This project: receiver (CherryPy's server or uWSGI) and a 2-process Celery worker."""
+def start_ours(
+    procs: Processes,
+    folder: Path,
+    uwsgi: bool,
+    server: Callable[[str, int], list[str]] | None = None,
+) -> Running:
+    """This project: receiver (CherryPy's server or uWSGI, or ``server(python, port)``'s
+    command) and a 2-process Celery worker."""
     redis_port = start_redis(procs, folder)
     record = folder / "handled.txt"
     env = base_env(
@@ -623,7 +629,9 @@ def start_ours(procs: Processes, folder: Path, uwsgi: bool) -> Running:
     python = sys.executable
     run_checked_env([python, "-m", "benchmarks.bench_app", "db", "sync"], env, "db sync")
     port = free_port()
-    if uwsgi:
+    if server is not None:
+        command = server(python, port)
+    elif uwsgi:
         command = uwsgi_command(python, port, "benchmarks.bench_app_wsgi:application")
     else:
         command = [python, "-m", "benchmarks.bench_app", "serve", "--port", str(port)]
