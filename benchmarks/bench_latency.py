@@ -40,7 +40,6 @@ from pathlib import Path
 
 from benchmarks.bench_service import (
     ROOT,
-    WARMUP_EVENTS,
     Processes,
     RecordFile,
     Running,
@@ -50,9 +49,9 @@ from benchmarks.bench_service import (
     http_ready,
     percentile,
     post_events,
-    start_ours,
-    start_upstream,
+    start_system,
     wait_until,
+    warm_up,
 )
 
 SYSTEMS = ("ours", "embedded", "upstream")
@@ -177,12 +176,9 @@ def measure_system(system: str, args: argparse.Namespace, folder: Path) -> Laten
     try:
         if system == "embedded":
             running = start_embedded(procs, folder)
+            warm_up(running)
         else:
-            start = start_upstream if system == "upstream" else start_ours
-            running = start(procs, folder, uwsgi=False)
-        warm = post_events(running.port, [f"warm-{n}" for n in range(WARMUP_EVENTS)], 2)
-        if not warm.sent_at or not running.record.wait_for(set(warm.sent_at), 90):
-            raise RuntimeError(f"warm-up events were not handled:\n{running.worker.tail()}")
+            running = start_system(procs, folder, system)
         time.sleep(1)  # let the warm-up's stragglers finish: the measurement starts idle
         return measure_idle(system, running, folder, args)
     except Exception as exc:

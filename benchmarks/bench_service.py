@@ -666,6 +666,28 @@ def start_upstream(procs: Processes, folder: Path, uwsgi: bool) -> Running:
     return Running(port, redis_port, RecordFile(record), receiver, worker)
 
 
+def start_system(procs: Processes, folder: Path, system: str) -> Running:
+    """Start ``ours``, ``upstream``, ``ours-uwsgi`` or ``upstream-uwsgi`` and warm it up."""
+    start = start_upstream if system.startswith("upstream") else start_ours
+    running = start(procs, folder, uwsgi=system.endswith("-uwsgi"))
+    warm_up(running)
+    return running
+
+
+def warm_up(running: Running, prefix: str = "warm") -> None:
+    """Put ``WARMUP_EVENTS`` events through the whole path before measuring (not counted).
+
+    Raises:
+        RuntimeError: they were not all handled within 90 s (with the logs' tails).
+    """
+    warm = post_events(running.port, [f"{prefix}-{n}" for n in range(WARMUP_EVENTS)], 2)
+    if not warm.sent_at or not running.record.wait_for(set(warm.sent_at), 90):
+        raise RuntimeError(
+            f"warm-up events were not handled (posted {len(warm.sent_at)}, "
+            f"failures {dict(warm.failed)}):\n{running.worker.tail()}\n{running.receiver.tail()}"
+        )
+
+
 def run_checked_env(command: list[str], env: dict[str, str], what: str) -> None:
     """Run a short command from the repository root with ``env``."""
     result = subprocess.run(
@@ -937,14 +959,7 @@ def measure_system(system: str, args: argparse.Namespace, folder: Path) -> Syste
     procs = Processes()
     profilers: list[Profiler] = []
     try:
-        start = start_upstream if system.startswith("upstream") else start_ours
-        running = start(procs, folder, uwsgi=system.endswith("-uwsgi"))
-        warm = post_events(running.port, [f"warm-{n}" for n in range(WARMUP_EVENTS)], 2)
-        if not warm.sent_at or not running.record.wait_for(set(warm.sent_at), 90):
-            raise RuntimeError(
-                f"warm-up events were not handled (posted {len(warm.sent_at)}, "
-                f"failures {dict(warm.failed)}):\n{running.worker.tail()}\n{running.receiver.tail()}"
-            )
+        running = start_system(procs, folder, system)
         logging.info("%s: warmed up; end to end with %d events", system, args.events)
         if args.profile and system.startswith("ours"):
             profilers = [
@@ -1021,11 +1036,7 @@ def measure_rates(
     procs = Processes()
     phases = []
     try:
-        start = start_upstream if system.startswith("upstream") else start_ours
-        running = start(procs, folder, uwsgi=system.endswith("-uwsgi"))
-        warm = post_events(running.port, [f"rwarm-{n}" for n in range(WARMUP_EVENTS)], 2)
-        if not running.record.wait_for(set(warm.sent_at), 90):
-            raise RuntimeError(f"{system}: warm-up events were not handled")
+        running = start_system(procs, folder, system)
         for asked, rate in rates:
             measured = open_loop(running.port, rate, args.duration, f"rate{asked}-{time.time()}")
             logging.info("%s: %s/s open loop %s", system, asked, measured)

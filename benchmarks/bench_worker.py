@@ -31,13 +31,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.bench_service import (
-    WARMUP_EVENTS,
     Processes,
     Running,
     _fmt,
     post_events,
-    start_ours,
-    start_upstream,
+    start_system,
 )
 
 SYSTEMS = ("ours", "upstream")
@@ -108,11 +106,7 @@ def measure_system(system: str, events: int, folder: Path) -> Drain:
     folder.mkdir(parents=True, exist_ok=True)
     procs = Processes()
     try:
-        start = start_upstream if system == "upstream" else start_ours
-        running = start(procs, folder, uwsgi=False)
-        warm = post_events(running.port, [f"warm-{n}" for n in range(WARMUP_EVENTS)], 2)
-        if not warm.sent_at or not running.record.wait_for(set(warm.sent_at), 90):
-            raise RuntimeError(f"warm-up events were not handled:\n{running.worker.tail()}")
+        running = start_system(procs, folder, system)
         return measure_drain(system, running, events)
     except Exception as exc:
         logging.exception("%s failed", system)
