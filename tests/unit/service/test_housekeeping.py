@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +38,25 @@ def held_by(holder: str, event_id: str, started_ago: float) -> str:
     return accepted.uuid
 
 
+def housekeeper(
+    settings: Settings, database: peewee.Database, published: list[str] | None = None
+) -> Housekeeper:
+    """A worker's housekeeper ("me") whose event messages go to ``published`` (if given)."""
+
+    def publish(ids: list[str], delay: float) -> list[str]:
+        if published is not None:
+            published.extend(ids)
+        return ids
+
+    return Housekeeper(
+        "me",
+        settings,
+        event_outbox(publish, settings.processing_lease),
+        delivery_outbox(lambda ids, delay: ids),
+        lambda: database,
+    )
+
+
 def test_a_silent_workers_events_are_released_and_a_live_workers_are_kept(
     sqlite_db: peewee.Database,
 ) -> None:
@@ -66,20 +84,8 @@ def test_the_housekeeper_beats_and_sends_what_it_took_back(
     sqlite_db: peewee.Database, tmp_path: Path
 ) -> None:
     sent: list[str] = []
-
-    def publish(ids: list[str], delay: float) -> list[str]:
-        sent.extend(ids)
-        return ids
-
     settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path), "WORKER_DEAD_AFTER": "30"})
-    keeper = Housekeeper(
-        "me",
-        settings,
-        event_outbox(publish, settings.processing_lease),
-        delivery_outbox(lambda ids, delay: ids),
-        lambda: sqlite_db,
-        threading.Event(),
-    )
+    keeper = housekeeper(settings, sqlite_db, sent)
     workers.beat("gone")
     WorkerBeat.update(heartbeat=utcnow() - timedelta(seconds=90)).execute()
     lost = held_by("gone", "lost", started_ago=60)
@@ -98,13 +104,7 @@ def test_the_housekeeper_beats_and_sends_what_it_took_back(
 
 def test_retention_purges_only_final_events(sqlite_db: peewee.Database, tmp_path: Path) -> None:
     settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path), "RETENTION_DAYS": "1"})
-    keeper = Housekeeper(
-        "me",
-        settings,
-        event_outbox(lambda ids, delay: ids, settings.processing_lease),
-        delivery_outbox(lambda ids, delay: ids),
-        lambda: sqlite_db,
-    )
+    keeper = housekeeper(settings, sqlite_db)
     done, waiting = (a.uuid for a in dispatch.accept([received("done"), received("waiting")]))
     dispatch.process(done, Router())  # 422: final
     EventRecord.update(created=utcnow() - timedelta(days=2)).execute()
@@ -118,18 +118,7 @@ def test_a_worker_publishes_a_going_replays_messages_as_they_fall_due(
 ) -> None:
     settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path)})
     published: list[str] = []
-
-    def publish(ids: list[str], delay: float) -> list[str]:
-        published.extend(ids)
-        return ids
-
-    keeper = Housekeeper(
-        "me",
-        settings,
-        event_outbox(publish, settings.processing_lease),
-        delivery_outbox(lambda ids, delay: ids),
-        lambda: sqlite_db,
-    )
+    keeper = housekeeper(settings, sqlite_db, published)
     router = Router()
     router.add_route("$", RecordingEventHandler(error=RuntimeError("no")), name="flaky")
     keys = [a.uuid for a in dispatch.accept([received("r0"), received("r1")])]
@@ -149,13 +138,7 @@ def test_the_housekeeper_copies_sqlites_log_into_the_database_file(
 ) -> None:
     """Checkpoints happen on its tick, not in the commit of whichever event fills the log."""
     settings = Settings.from_env({"DISPATCHER_DATA_DIR": str(tmp_path)})
-    keeper = Housekeeper(
-        "me",
-        settings,
-        event_outbox(lambda ids, delay: ids, settings.processing_lease),
-        delivery_outbox(lambda ids, delay: ids),
-        lambda: sqlite_db,
-    )
+    keeper = housekeeper(settings, sqlite_db)
     sqlite_db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # the schema, into the file
     [accepted] = dispatch.accept([received("logged")])
 
