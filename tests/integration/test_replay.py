@@ -38,6 +38,23 @@ START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 PICK = '$[?(@["data"]["pick"] = true)]'
 
 
+def new_event(
+    document: dict[str, Any], created: datetime, key: uuid.UUID | None = None
+) -> NewEvent:
+    """A CloudEvents 1.0 document as a row to store, created at ``created``."""
+    return NewEvent(
+        key or uuid.uuid4(),
+        document["id"],
+        document["source"],
+        document["type"],
+        "1.0",
+        None,
+        "application/json",
+        document,
+        created,
+    )
+
+
 def store_events(database_url: str) -> set[str]:
     """1,000 processed events, one a second from START; return the ids a replay selects:
     created in [START+100 s, START+900 s) and ``pick`` (every n with n % 4 == 0)."""
@@ -51,19 +68,7 @@ def store_events(database_url: str) -> set[str]:
             "source": "/tests/replay",
             "data": {"n": n, "pick": n % 4 == 0},
         }
-        rows.append(
-            NewEvent(
-                uuid.uuid4(),
-                document["id"],
-                document["source"],
-                document["type"],
-                "1.0",
-                None,
-                "application/json",
-                document,
-                START + timedelta(seconds=n),
-            )
-        )
+        rows.append(new_event(document, START + timedelta(seconds=n)))
     with write_transaction():
         insert_events(rows)
     EventRecord.update(status=int(EventStatus.SUCCEEDED)).execute()  # long since processed
@@ -199,19 +204,7 @@ def store_route_runs(database_url: str, folder: Path) -> set[str]:
         }
         key = uuid.uuid4()
         created = START + timedelta(seconds=n)
-        rows.append(
-            NewEvent(
-                key,
-                document["id"],
-                document["source"],
-                document["type"],
-                "1.0",
-                None,
-                "application/json",
-                document,
-                created,
-            )
-        )
+        rows.append(new_event(document, created, key))
         status = RunStatus.FAILED if n % 2 else RunStatus.SUCCEEDED
         runs.append(
             {
